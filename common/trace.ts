@@ -1,0 +1,49 @@
+/**
+ * Trace points: every diagnostics_channel p2pemu publishes on is declared here, in one table, as
+ * the kernel declares its tracepoints. Names are `p2pemu:<subsystem>:<event>`. Publishing costs a
+ * property check when nobody subscribes (`channel.hasSubscribers`).
+ */
+import diagnosticsChannel from 'node:diagnostics_channel';
+
+const names = {
+  fenceSignal: 'p2pemu:dma_fence:signal',
+  fenceContractViolation: 'p2pemu:dma_fence:contract',
+  resvAddFence: 'p2pemu:dma_resv:add_fence',
+  resvDeadlock: 'p2pemu:dma_resv:edeadlk',
+  dmabufExport: 'p2pemu:dmabuf:export',
+  dmabufRelease: 'p2pemu:dmabuf:release',
+  dmabufAttach: 'p2pemu:dmabuf:attach',
+  dmabufDetach: 'p2pemu:dmabuf:detach',
+  dmabufMap: 'p2pemu:dmabuf:map',
+  dmabufUnmap: 'p2pemu:dmabuf:unmap',
+  dmabufPin: 'p2pemu:dmabuf:pin',
+  dmabufUnpin: 'p2pemu:dmabuf:unpin',
+  dmabufInvalidate: 'p2pemu:dmabuf:invalidate',
+  dmabufMove: 'p2pemu:dmabuf:move',
+  dmabufRevoke: 'p2pemu:dmabuf:revoke',
+  iommuMap: 'p2pemu:iommu:map',
+  iommuUnmap: 'p2pemu:iommu:unmap',
+  iommuFault: 'p2pemu:iommu:fault',
+  lockWarn: 'p2pemu:locking:warn',
+} as const;
+
+export type TracePoint = keyof typeof names;
+export const traceNames: Readonly<Record<TracePoint, string>> = names;
+
+const channels = Object.fromEntries(
+  Object.entries(names).map(([k, n]) => [k, diagnosticsChannel.channel(n)]),
+) as Record<TracePoint, diagnosticsChannel.Channel>;
+
+/** Publish one event. Build the payload lazily so an unobserved trace point costs nothing. */
+export function trace(point: TracePoint, payload: () => object): void {
+  const ch = channels[point];
+  if (ch.hasSubscribers) ch.publish(payload());
+}
+
+/** Subscribe to one trace point; returns the unsubscribe function. */
+export function onTrace(point: TracePoint, fn: (msg: unknown) => void): () => void {
+  const ch = channels[point];
+  const handler = (msg: unknown) => fn(msg);
+  ch.subscribe(handler);
+  return () => ch.unsubscribe(handler);
+}
