@@ -27,6 +27,7 @@ import {
 } from './dma-resv.ts';
 import {
   type DmaDataDirection,
+  PAGE_SIZE,
   type SgTable,
   sgTableImporterCopy,
   validDmaDirection,
@@ -160,7 +161,7 @@ export function dmaBufExport(info: DmaBufExportInfo): DmaBuf {
   if ((typeof ops.pin === 'function') !== (typeof ops.unpin === 'function')) {
     throw err('EINVAL', 'dmaBufExport: exp_info.ops.pin and ops.unpin must come as a pair');
   }
-  if (!Number.isSafeInteger(info.size) || info.size <= 0 || info.size % 4096 !== 0) {
+  if (!Number.isSafeInteger(info.size) || info.size <= 0 || info.size % PAGE_SIZE !== 0) {
     throw err('EINVAL', `dmaBufExport: exp_info.size ${info.size} is not a positive multiple of PAGE_SIZE`);
   }
   if (typeof info.expName !== 'string' || info.expName === '')

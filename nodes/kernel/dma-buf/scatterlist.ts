@@ -6,9 +6,9 @@
  * gives importers (CONFIG_DMABUF_DEBUG behaviour), so an importer that peeks at pages finds none.
  */
 import { err } from '../../../common/errno.ts';
+import { hex, PAGE_SIZE } from '../../fabric/page.ts';
 
-export const PAGE_SIZE = 4096;
-export const PAGE_SHIFT = 12;
+export { hex, PAGE_SHIFT, PAGE_SIZE } from '../../fabric/page.ts';
 
 /** enum dma_data_direction (kernel values). */
 export const DmaDataDirection = { BIDIRECTIONAL: 0, TO_DEVICE: 1, FROM_DEVICE: 2, NONE: 3 } as const;
@@ -69,8 +69,4 @@ export function sgTableCreate(entries: SgEntry[], who: string): SgTable {
 export function sgTableImporterCopy(sgt: SgTable): SgTable {
   const entries = sgt.entries.map((e) => Object.freeze({ dmaAddress: e.dmaAddress, dmaLength: e.dmaLength }));
   return Object.freeze({ entries: Object.freeze(entries), origNents: 0, length: sgt.length });
-}
-
-export function hex(n: number): string {
-  return `0x${n.toString(16)}`;
 }
