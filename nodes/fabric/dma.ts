@@ -1,0 +1,349 @@
+/**
+ * The device DMA path: every DMA a device makes passes through dmaRoute(), the single routing
+ * point where a TLP analyzer or a DMA sanitizer hooks in (DmaCtx.hook, one null check per run).
+ *
+ * Device side only: imports fabric/ and common/, never nodes/kernel/. A worker receives a
+ * DmaCtxDescriptor from the kernel (Iommu.deviceDmaCtx(), passed in workerData with its port in
+ * transferList) and builds `new DmaCtx(desc)`. From then on it translates on its own:
+ *   - IOVA accesses walk the attached domain's shared page table (iommu-layout.ts) per page,
+ *     merge physically contiguous pages into runs and copy each run with one
+ *     TypedArray.prototype.set (copyWithin on SABs is several times slower);
+ *   - bus accesses (P2P without IOMMU) resolve the bus address against BAR windows only.
+ * Kernel updates (newly attached domain, new BAR windows) arrive on the ctx's port before the
+ * shared word that announces them moves; dmaCtxSync() drains them synchronously.
+ *
+ * No IOTLB is modelled: every page is translated at access time, so an unmap is seen by the
+ * next translation. A run already translated may still be copied after a concurrent unmap,
+ * like a TLP in flight before the invalidation completes.
+ *
+ * Errors never throw: each entry returns DmaStatus.OK (0) or a negative errno. A translation
+ * fault or unsupported request is appended to the IOMMU fault ring before returning; bytes of
+ * earlier runs have already landed (hardware does not roll back completed TLPs).
+ */
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { Errno } from '../../common/errno.ts';
+import { FaultRingProducer } from './iommu-fault-ring.ts';
+import {
+  DevCtx,
+  DmaAccess,
+  IommuDomainType,
+  IommuFaultReason,
+  LEAF_ENTRIES,
+  LEAF_SHIFT,
+  LEAF_WORDS,
+  PGTABLE_HDR_WORDS,
+  PgtableHdr,
+  PTE_PFN_HI_MASK,
+  PTE_PFN_HI_SHIFT,
+  PTE_PRESENT,
+  PTE_READ,
+  PTE_WRITE,
+  Pte,
+} from './iommu-layout.ts';
+import { isAddrRange, PAGE_SIZE } from './page.ts';
+import { PhysMapView } from './phys-map.ts';
+import { type PhysMapDescriptor, type PhysMapUpdate, PhysWindowKind } from './phys-map-layout.ts';
+
+/** Return values of the dma* entries: 0 or a negative errno. */
+export const DmaStatus = {
+  OK: 0,
+  /** Translation fault (NOT_PRESENT, PERM, BLOCKED); recorded in the fault ring. */
+  EFAULT: -Errno.EFAULT,
+  /** Unsupported request: the address hits no window (or a raw bus access hits RAM); recorded. */
+  EIO: -Errno.EIO,
+  /** Bad arguments from the device model itself (range, buffer bounds); not recorded. */
+  EINVAL: -Errno.EINVAL,
+} as const;
+export type DmaStatus = (typeof DmaStatus)[keyof typeof DmaStatus];
+
+/** What a routed access does. */
+export const DmaOp = { READ: 0, WRITE: 1, FILL: 2 } as const;
+export type DmaOp = (typeof DmaOp)[keyof typeof DmaOp];
+
+/**
+ * Hook at the routing point, called once per contiguous run before its copy.
+ * `addr` is the run's IOVA (or bus address when `bus`), `phys` its physical/bus target.
+ * Return 0 to let the run proceed, or a negative errno to stop the DMA with that status.
+ */
+export type DmaHook = (
+  ctx: DmaCtx,
+  op: DmaOp,
+  addr: number,
+  phys: number,
+  length: number,
+  bus: boolean,
+) => number;
+
+/** A domain's table as it crosses to a worker. */
+export interface DmaDomainDescriptor {
+  id: number;
+  type: IommuDomainType;
+  /** The domain's page table SAB (growable); header only for IDENTITY and BLOCKED. */
+  sab: SharedArrayBuffer;
+}
+
+/** Posted to a device's ctx port before the device context entry names the domain. */
+export interface DmaDomainUpdate {
+  type: 'domain';
+  domain: DmaDomainDescriptor;
+}
+export type DmaCtxUpdate = PhysMapUpdate | DmaDomainUpdate;
+
+/** Everything a worker needs to DMA. Structured-cloneable; `port` must go in transferList. */
+export interface DmaCtxDescriptor {
+  deviceId: number;
+  /** Device context entry (DevCtx words). */
+  devCtx: SharedArrayBuffer;
+  phys: PhysMapDescriptor;
+  /** Domains known at hand-off (at least the attached one). */
+  domains: DmaDomainDescriptor[];
+  faultRing: SharedArrayBuffer;
+  /** Update port (DmaCtxUpdate messages); null: the ctx never sees later updates. */
+  port: MessagePort | null;
+}
+
+/** Reader state of one domain table. */
+class DomainTables {
+  readonly id: number;
+  readonly type: IommuDomainType;
+  readonly sab: SharedArrayBuffer;
+  /** Fixed-length view (fast); rebuilt when a leaf lies past its end. */
+  words: Int32Array;
+  readonly dirWords: number;
+  /** First IOVA beyond the aperture. */
+  readonly limit: number;
+
+  constructor(d: DmaDomainDescriptor) {
+    this.id = d.id;
+    this.type = d.type;
+    this.sab = d.sab;
+    this.words = new Int32Array(d.sab, 0, d.sab.byteLength >> 2);
+    this.dirWords = this.words[PgtableHdr.DIR_WORDS];
+    this.limit = 2 ** this.words[PgtableHdr.APERTURE_BITS];
+  }
+}
+
+/** Per-device translation context, owned by the device's thread. */
+export class DmaCtx {
+  readonly deviceId: number;
+  readonly phys: PhysMapView;
+  readonly faults: FaultRingProducer;
+  /** Routing-point hook (TLP analyzer, sanitizer); null costs one comparison per run. */
+  hook: DmaHook | null = null;
+  /** Faults this ctx recorded (or tried to: overflowed records count too). */
+  faultCount = 0;
+  readonly devCtx: Int32Array;
+  readonly port: MessagePort | null;
+  /** Attached domain as last synced; null = none or BLOCKED. */
+  dom: DomainTables | null = null;
+  domId = 0;
+  private readonly domains = new Map<number, DomainTables>();
+
+  constructor(desc: DmaCtxDescriptor) {
+    this.deviceId = desc.deviceId;
+    this.devCtx = new Int32Array(desc.devCtx);
+    this.port = desc.port;
+    this.phys = new PhysMapView(desc.phys);
+    this.faults = new FaultRingProducer(desc.faultRing);
+    for (const d of desc.domains) this.domains.set(d.id, new DomainTables(d));
+    this.sync();
+  }
+
+  /** True once this ctx has the tables of domain `id` (tests and diagnostics). */
+  knownDomain(id: number): boolean {
+    return this.domains.has(id);
+  }
+
+  /**
+   * Pull pending kernel updates from the port and re-read the attached domain. Never waits
+   * (receiveMessageOnPort). Called by: dmaCtxSync().
+   */
+  sync(): void {
+    const port = this.port;
+    if (port !== null) {
+      for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
+        const msg = m.message as DmaCtxUpdate;
+        if (msg.type === 'phys-map') this.phys.apply(msg.map);
+        else if (msg.type === 'domain' && !this.domains.has(msg.domain.id)) {
+          this.domains.set(msg.domain.id, new DomainTables(msg.domain));
+        }
+      }
+    }
+    // the kernel posted the domain before storing its id here, so the lookup below finds it.
+    const id = Atomics.load(this.devCtx, DevCtx.DOMAIN_ID);
+    const dom = this.domains.get(id);
+    this.domId = id;
+    this.dom = dom !== undefined && dom.type !== IommuDomainType.BLOCKED ? dom : null;
+  }
+
+  /** Close the update port. Idempotent. */
+  close(): void {
+    this.port?.close();
+  }
+}
+
+/**
+ * Pick up kernel updates (attached domain, phys map). Called by: dmaRoute() when the context
+ * entry or the phys map generation moved; device code may call it at any time.
+ */
+export function dmaCtxSync(ctx: DmaCtx): void {
+  ctx.sync();
+}
+
+/**
+ * Translate one IOVA through a paging domain: the physical address (>= 0), or the negated
+ * IommuFaultReason. Allocation-free; a few Atomics.load per call.
+ */
+function translate(t: DomainTables, iova: number, need: number): number {
+  if (iova >= t.limit) return -IommuFaultReason.NOT_PRESENT;
+  // aperture <= 2^40, so the IOVA pfn is < 2^28 and fits int32 arithmetic.
+  const pfn = (iova / PAGE_SIZE) | 0;
+  let w = t.words;
+  // directory slots change only 0 -> n; loading n makes the leaf's bytes (grown first) visible.
+  const leaf = Atomics.load(w, PGTABLE_HDR_WORDS + (pfn >>> LEAF_SHIFT));
+  if (leaf === 0) return -IommuFaultReason.NOT_PRESENT;
+  const e = PGTABLE_HDR_WORDS + t.dirWords + (leaf - 1) * LEAF_WORDS + ((pfn & (LEAF_ENTRIES - 1)) << 1);
+  if (e + Pte.PFN_LO >= w.length) w = t.words = new Int32Array(t.sab, 0, t.sab.byteLength >> 2);
+  for (;;) {
+    // seqlock read: CTL, then PFN_LO, then CTL again; a changed CTL means a concurrent (un)map.
+    const ctl = Atomics.load(w, e + Pte.CTL);
+    if ((ctl & PTE_PRESENT) === 0) return -IommuFaultReason.NOT_PRESENT;
+    if ((ctl & need) === 0) return -IommuFaultReason.PERM;
+    const lo = Atomics.load(w, e + Pte.PFN_LO);
+    if (Atomics.load(w, e + Pte.CTL) !== ctl) continue;
+    const hi = (ctl >>> PTE_PFN_HI_SHIFT) & PTE_PFN_HI_MASK;
+    return hi * 2 ** 44 + (lo >>> 0) * PAGE_SIZE + (iova % PAGE_SIZE);
+  }
+}
+
+function fault(
+  ctx: DmaCtx,
+  addr: number,
+  access: DmaAccess,
+  bus: boolean,
+  reason: number,
+  len: number,
+): number {
+  ctx.faultCount++;
+  ctx.faults.append(ctx.deviceId, bus ? 0 : ctx.domId, addr, access, bus, reason as IommuFaultReason, len);
+  return reason === IommuFaultReason.UNSUPPORTED_REQUEST ? DmaStatus.EIO : DmaStatus.EFAULT;
+}
+
+/**
+ * The routing point. `buf` is the device-local buffer (source for WRITE, destination for READ,
+ * null for FILL). Returns DmaStatus.OK or a negative errno; never throws for device input.
+ */
+function dmaRoute(
+  ctx: DmaCtx,
+  op: DmaOp,
+  bus: boolean,
+  addr: number,
+  buf: Uint8Array | null,
+  bufOff: number,
+  length: number,
+  value: number,
+): number {
+  if (length === 0) return DmaStatus.OK;
+  if (!isAddrRange(addr, length)) return DmaStatus.EINVAL;
+  if (buf !== null && !(Number.isInteger(bufOff) && bufOff >= 0 && bufOff + length <= buf.length)) {
+    return DmaStatus.EINVAL;
+  }
+  // pick up kernel updates: two Atomics.load per DMA, not per page.
+  if (Atomics.load(ctx.devCtx, DevCtx.DOMAIN_ID) !== ctx.domId || ctx.phys.stale) dmaCtxSync(ctx);
+  const access = op === DmaOp.READ ? DmaAccess.READ : DmaAccess.WRITE;
+  const need = op === DmaOp.READ ? PTE_READ : PTE_WRITE;
+  const pv = ctx.phys;
+  const dom = ctx.dom;
+  const paging = !bus && dom !== null && dom.type !== IommuDomainType.IDENTITY;
+  const hook = ctx.hook;
+  let done = 0;
+  let nextAddr = -1; // a translation already done for the page at nextAddr (merge look-ahead)
+  let nextPhys = -1;
+  while (done < length) {
+    const a = addr + done;
+    let p: number;
+    let run: number;
+    if (!paging) {
+      if (!bus && dom === null) return fault(ctx, a, access, bus, IommuFaultReason.BLOCKED, length - done);
+      p = a; // bus address, or IDENTITY: iova == phys; the window clamp below splits the run
+      run = length - done;
+    } else {
+      p = a === nextAddr ? nextPhys : translate(dom, a, need);
+      nextAddr = -1;
+      if (p < 0) return fault(ctx, a, access, bus, -p, length - done);
+      run = Math.min(PAGE_SIZE - (a % PAGE_SIZE), length - done);
+      // merge following pages while they are physically contiguous
+      while (done + run < length) {
+        const np = translate(dom, a + run, need);
+        if (np !== p + run) {
+          nextAddr = a + run;
+          nextPhys = np;
+          break;
+        }
+        run += Math.min(PAGE_SIZE, length - done - run);
+      }
+    }
+    const wi = bus ? pv.findBus(p) : pv.findPhys(p);
+    if (wi < 0 || (bus && pv.kind[wi] !== PhysWindowKind.BAR)) {
+      return fault(ctx, a, access, bus, IommuFaultReason.UNSUPPORTED_REQUEST, length - done);
+    }
+    const wStart = bus ? pv.busStart[wi] : pv.start[wi];
+    const wEnd = bus ? pv.busEnd[wi] : pv.end[wi];
+    if (p + run > wEnd) run = wEnd - p; // the rest starts a new run in the next window (or faults)
+    const off = pv.regionOffset[wi] + (p - wStart);
+    const mem = pv.bytes[wi];
+    if (hook !== null) {
+      const s = hook(ctx, op, a, p, run, bus);
+      if (s !== 0) return s;
+    }
+    if (op === DmaOp.WRITE) mem.set(buf!.subarray(bufOff + done, bufOff + done + run), off);
+    else if (op === DmaOp.READ) buf!.set(mem.subarray(off, off + run), bufOff + done);
+    else mem.fill(value, off, off + run);
+    done += run;
+  }
+  return DmaStatus.OK;
+}
+
+/**
+ * Device reads `length` bytes at `iova` (through its IOMMU domain) into `dst[dstOff..]`.
+ * Called by: device workers (and kernel tests). Needs IOMMU_READ on every page.
+ * Returns: DmaStatus.OK, EFAULT (translation fault, recorded), EIO (no target, recorded), EINVAL.
+ */
+export function dmaRead(ctx: DmaCtx, iova: number, length: number, dst: Uint8Array, dstOff = 0): number {
+  return dmaRoute(ctx, DmaOp.READ, false, iova, dst, dstOff, length, 0);
+}
+
+/** Device writes `src[srcOff..srcOff+length)` at `iova`. Needs IOMMU_WRITE. Same returns as dmaRead. */
+export function dmaWrite(ctx: DmaCtx, iova: number, src: Uint8Array, srcOff: number, length: number): number {
+  return dmaRoute(ctx, DmaOp.WRITE, false, iova, src, srcOff, length, 0);
+}
+
+/** Device writes `length` bytes of `value` (0..255) at `iova`. Needs IOMMU_WRITE. */
+export function dmaFill(ctx: DmaCtx, iova: number, value: number, length: number): number {
+  return dmaRoute(ctx, DmaOp.FILL, false, iova, null, 0, length, value);
+}
+
+/**
+ * Peer-to-peer read by raw bus address (PCI_P2PDMA_MAP_BUS_ADDR: no IOMMU on the path). Only
+ * BAR windows answer; anything else is an unsupported request (EIO, recorded).
+ */
+export function dmaReadBus(
+  ctx: DmaCtx,
+  busAddr: number,
+  length: number,
+  dst: Uint8Array,
+  dstOff = 0,
+): number {
+  return dmaRoute(ctx, DmaOp.READ, true, busAddr, dst, dstOff, length, 0);
+}
+
+/** Peer-to-peer write by raw bus address into a BAR window. Same returns as dmaReadBus. */
+export function dmaWriteBus(
+  ctx: DmaCtx,
+  busAddr: number,
+  src: Uint8Array,
+  srcOff: number,
+  length: number,
+): number {
+  return dmaRoute(ctx, DmaOp.WRITE, true, busAddr, src, srcOff, length, 0);
+}
