@@ -26,7 +26,8 @@ function dmaDomain(fn: string, domain: IommuDomain): void {
 }
 
 /**
- * iommu_dma_alloc_iova(): `size` bytes (rounded up to pages) of IOVA at or below `dmaLimit`,
+ * iommu_dma_alloc_iova(): `size` bytes (rounded up to pages) of IOVA at or below `dmaLimit` (a DMA
+ * mask: the highest usable address, e.g. 2 ** 32 - 1),
  * size aligned. Like Linux for PCI devices, tries below 4 GiB first unless `forceDac`.
  * Returns the IOVA. Throws: EINVAL naming size/dmaLimit or a non-DMA domain; ENOSPC.
  */

@@ -165,7 +165,9 @@ describe('iommu', () => {
     expect(runs).toEqual([4 * PAGE_SIZE]);
     runs.length = 0;
     const scattered = host.pages.allocPagesBulk(4, 1);
-    scattered.forEach((r, i) => iommuMap(dom, 0x200000 + i * PAGE_SIZE, r.pfn * PAGE_SIZE, PAGE_SIZE, RW));
+    for (const [i, r] of scattered.entries()) {
+      iommuMap(dom, 0x200000 + i * PAGE_SIZE, r.pfn * PAGE_SIZE, PAGE_SIZE, RW);
+    }
     expect(dmaFill(ctx, 0x200000, 2, 4 * PAGE_SIZE)).toBe(0);
     expect(runs).toEqual([PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE]);
     for (const r of scattered) expect(host.ram.bytes[r.pfn * PAGE_SIZE + 5]).toBe(2);

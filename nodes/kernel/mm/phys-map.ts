@@ -77,18 +77,18 @@ export class PhysMap {
     if (kind !== PhysWindowKind.RAM && kind !== PhysWindowKind.BAR) {
       throw err('EINVAL', `PhysMap.addWindow(${name}): kind must be a PhysWindowKind, got ${String(kind)}`);
     }
+    if (!Number.isInteger(regionOffset) || regionOffset < 0 || regionOffset % PAGE_SIZE !== 0) {
+      throw err(
+        'EINVAL',
+        `PhysMap.addWindow(${name}): regionOffset ${regionOffset} must be a page-aligned offset`,
+      );
+    }
     if (!isPageAligned(phys))
       throw err('EINVAL', `PhysMap.addWindow(${name}): phys ${phys} must be page aligned, < 2^52`);
     if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0 || !isAddrRange(phys, size)) {
       throw err(
         'EINVAL',
         `PhysMap.addWindow(${name}): size ${size} must be a positive page multiple ending below 2^52`,
-      );
-    }
-    if (!Number.isInteger(regionOffset) || regionOffset < 0 || regionOffset % PAGE_SIZE !== 0) {
-      throw err(
-        'EINVAL',
-        `PhysMap.addWindow(${name}): regionOffset ${regionOffset} must be a page-aligned offset`,
       );
     }
     if (regionOffset + size > region.size) {
