@@ -19,6 +19,9 @@ import {
   type PhysWindowKind,
 } from './phys-map-layout.ts';
 
+// module-local copy: an imported binding may be a getter under a CJS transpile (see dma.ts).
+const kGenWord = PhysMapCtl.GEN;
+
 /** Result of a resolve(): where an address lands. */
 export interface PhysResolution {
   region: MemRegionDescriptor;
@@ -65,7 +68,7 @@ export class PhysMapView {
 
   /** True when the kernel has published a newer map than this view holds (one Atomics.load). */
   get stale(): boolean {
-    return Atomics.load(this.ctl, PhysMapCtl.GEN) !== this.gen;
+    return Atomics.load(this.ctl, kGenWord) !== this.gen;
   }
 
   /**
