@@ -3,7 +3,7 @@
  * point where a TLP analyzer or a DMA sanitizer hooks in (DmaCtx.hook, one null check per run).
  *
  * Device side only: imports fabric/ and common/, never nodes/kernel/. A worker receives a
- * DmaCtxDescriptor from the kernel (Iommu.deviceDmaCtx(), passed in workerData with its port in
+ * DmaCtxDescriptor from the kernel (iommuDeviceDmaCtx(), passed in workerData with its port in
  * transferList) and builds `new DmaCtx(desc)`. From then on it translates on its own:
  *   - IOVA accesses walk the attached domain's shared page table (iommu-layout.ts) per page,
  *     merge physically contiguous pages into runs and copy each run with one
