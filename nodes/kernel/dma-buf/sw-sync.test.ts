@@ -6,8 +6,14 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
 import { Rng } from '../../../common/random.ts';
-import { dmaFenceIsLater } from './dma-fence.ts';
-import { swSyncCreateFence, swSyncGetDeadline, swSyncInc, swSyncTimelineCreate } from './sw-sync.ts';
+import { dmaFenceIsLater, dmaFencePut } from './dma-fence.ts';
+import {
+  SyncTimeline,
+  swSyncCreateFence,
+  swSyncGetDeadline,
+  swSyncInc,
+  swSyncTimelineCreate,
+} from './sw-sync.ts';
 import {
   FdTable,
   type FileObject,
@@ -387,12 +393,21 @@ describe('sw_sync', () => {
     expect(() => swSyncInc(fdt, timeline, -1)).toThrow(/EINVAL/);
   });
 
-  it('sw_sync - a second fence for a pending value is the same fence', () => {
+  it('sw_sync - a second fence for a pending value is the same fence until its last reference goes', () => {
     const fdt = new FdTable();
     const timeline = swSyncTimelineCreate(fdt);
     const a = swSyncCreateFence(fdt, timeline, 7);
     const b = swSyncCreateFence(fdt, timeline, 7);
-    expect(syncFileGetFence(fdt, a)).toBe(syncFileGetFence(fdt, b));
+    const fence = syncFileGetFence(fdt, a);
+    expect(syncFileGetFence(fdt, b)).toBe(fence);
+    const tl = fdt.getAs(timeline, SyncTimeline, 'test');
+    expect(tl.pendingCount).toBe(1);
+    fdt.close(a);
+    fdt.close(b);
+    dmaFencePut(fence);
+    dmaFencePut(fence);
+    expect(tl.pendingCount).toBe(0); // the last reference went: the point is forgotten
+    expect(syncFileGetFence(fdt, swSyncCreateFence(fdt, timeline, 7))).not.toBe(fence);
   });
 
   it('sw_sync - SW_SYNC_GET_DEADLINE reports the earliest hint, ENOENT before one is set', () => {

@@ -38,6 +38,8 @@ const syncPtOps: DmaFenceOps = {
     const pt = fence as SyncPt;
     if (pt.deadlineMs === null || deadlineMs < pt.deadlineMs) pt.deadlineMs = deadlineMs;
   },
+  // timeline_fence_release: nobody can wait on it any more; stop tracking it.
+  release: (fence) => (fence as SyncPt).timeline._forget(fence as SyncPt),
 };
 
 /** struct sync_pt: a fence on a sw_sync timeline. */
@@ -96,6 +98,12 @@ export class SyncTimeline implements FileObject {
       const pt = this.pending.shift() as SyncPt;
       dmaFenceSignal(pt);
     }
+  }
+
+  /** @internal a pending point lost its last reference. */
+  _forget(pt: SyncPt): void {
+    const i = this.pending.indexOf(pt);
+    if (i >= 0) this.pending.splice(i, 1);
   }
 
   /** sw_sync_debugfs_release: fail every pending fence with -ENOENT. */

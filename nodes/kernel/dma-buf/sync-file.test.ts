@@ -170,15 +170,17 @@ describe('sync-file', () => {
     expect(() => syncFileSetDeadline(fdt, fd, 1, 1)).toThrow(/EINVAL/);
   });
 
-  it('sync_file - closing the last fd drops the fence reference and the poll callback', () => {
+  it('sync_file - closing the last fd drops its fence reference; a poll in flight survives it', async () => {
     const fdt = new FdTable();
     const f = timeline().tl.emit();
     const fd = syncFileInstall(fdt, f);
-    void syncFilePoll(fdt, fd, 0);
-    expect(f.pendingCallbacks).toBe(1);
     const refs = f.refcount;
+    const ready = syncFilePoll(fdt, fd, 1000);
     fdt.close(fd);
-    expect(f.pendingCallbacks).toBe(0);
+    expect(f.refcount).toBe(refs); // -1 for the file, +1 held by the poll
+    dmaFenceSignal(f);
+    expect(await withDeadline(ready, 1000, 'poll after close')).toBe(POLLIN);
     expect(f.refcount).toBe(refs - 1);
+    expect(f.pendingCallbacks).toBe(0);
   });
 });

@@ -157,8 +157,6 @@ export class SyncFile implements FileObject {
   readonly fence: DmaFence;
   /** Name given at merge time ('' when none). */
   readonly userName: string;
-  private readonly pollers = new Set<() => void>();
-  private pollCb: DmaFenceCb | null = null;
 
   /** Takes over the caller's reference to `fence`. Use syncFileCreate(). */
   constructor(fence: DmaFence, userName = '') {
@@ -166,28 +164,7 @@ export class SyncFile implements FileObject {
     this.userName = userName.slice(0, 31);
   }
 
-  /** sync_file_poll: arm the fence callback once; true if POLLIN is ready. */
-  pollArm(): boolean {
-    if (!this.pollCb) {
-      this.pollCb = { func: () => this.wakeAll() };
-      if (dmaFenceAddCallback(this.fence, this.pollCb) !== 0) this.wakeAll();
-    }
-    return dmaFenceIsSignaled(this.fence);
-  }
-
-  /** @internal register a poll waiter; returns its removal function. */
-  _addPoller(wake: () => void): () => void {
-    this.pollers.add(wake);
-    return () => this.pollers.delete(wake);
-  }
-
-  private wakeAll(): void {
-    for (const wake of [...this.pollers]) wake();
-  }
-
   release(): void {
-    if (this.pollCb) dmaFenceRemoveCallback(this.fence, this.pollCb);
-    this.pollers.clear();
     dmaFencePut(this.fence);
   }
 }
@@ -299,25 +276,28 @@ export function syncFileInfo(
 /**
  * poll(2) for POLLIN on sync_file `fd`: resolves POLLIN once the fence signals, or 0 after
  * `timeoutMs` (0 polls once; negative waits without a timer, so give the caller a deadline).
+ * Polling enables signalling. A poll in flight holds its own fence reference, so closing the fd
+ * meanwhile does not strand it (Linux's poll holds the file).
  * Throws (synchronously): EBADF/EINVAL for `fd`.
  */
 export function syncFilePoll(fdt: FdTable, fd: number, timeoutMs: number): Promise<number> {
-  const file = fdt.getAs(fd, SyncFile, 'poll');
-  if (file.pollArm()) return Promise.resolve(POLLIN);
-  if (timeoutMs === 0) return Promise.resolve(0);
+  const fence = dmaFenceGet(fdt.getAs(fd, SyncFile, 'poll').fence);
   return new Promise<number>((resolve) => {
     let timer: NodeJS.Timeout | undefined;
-    const remove = file._addPoller(() => {
-      if (timer) clearTimeout(timer);
-      remove();
-      resolve(POLLIN);
-    });
-    if (timeoutMs > 0) {
-      timer = setTimeout(() => {
-        remove();
-        resolve(0);
-      }, timeoutMs);
-    }
+    let finished = false;
+    const cb: DmaFenceCb = { func: () => done(POLLIN) };
+    const done = (revents: number) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      dmaFenceRemoveCallback(fence, cb);
+      dmaFencePut(fence);
+      resolve(revents);
+    };
+    // The peek lets hardware fences (ops.signaled) report completion, as sync_file_poll does.
+    if (dmaFenceAddCallback(fence, cb) !== 0 || dmaFenceIsSignaled(fence)) done(POLLIN);
+    else if (timeoutMs === 0) done(0);
+    else if (timeoutMs > 0) timer = setTimeout(() => done(0), timeoutMs);
   });
 }
 
