@@ -40,7 +40,10 @@ export function parseTopology(text: string, file = '<input>'): Topology {
     const e = doc.errors[0];
     throw new TopologyError(at(e.pos[0], []), `expected valid YAML (${e.message.split('\n')[0]})`);
   }
-  const locate = (path: PathSegment[], key?: string) => at(offsetOf(doc, path, key), path);
+  const locate = (path: PathSegment[], key?: string) => {
+    const p = filePath(doc, path);
+    return at(offsetOf(doc, p, key), p);
+  };
   const data: unknown = doc.toJS({ maxAliasCount: 1000 });
   if (!data || typeof data !== 'object' || Array.isArray(data)) {
     throw new TopologyError(
@@ -52,13 +55,15 @@ export function parseTopology(text: string, file = '<input>'): Topology {
 
   const parsed = TopologyFileSchema.safeParse(data);
   if (!parsed.success) {
-    const issue = firstIssue(parsed.error.issues, (p) => offsetOf(doc, p));
+    const issue = firstIssue(parsed.error.issues.map(unwrapUnion), (p) => offsetOf(doc, p));
     const path = issue.path as PathSegment[];
     if (issue.code === 'unrecognized_keys') {
       const key = issue.keys[0];
+      const where = locate(path, key);
       throw new TopologyError(
-        locate(path, key),
-        `expected only known fields here, got unknown field "${key}"`,
+        { ...where, path: [...where.path, key] },
+        'expected only known fields here',
+        `"${key}"`,
       );
     }
     const value = valueAt(data, path);
@@ -81,6 +86,21 @@ function firstIssue(issues: z.core.$ZodIssue[], offset: (p: PathSegment[]) => nu
     if (o < bestAt) [best, bestAt] = [i, o];
   }
   return best;
+}
+
+/**
+ * A failed union (say "one object or a list of them") reports every branch. When exactly one
+ * branch got past the type check, its own first issue says what is wrong, at a precise path.
+ */
+function unwrapUnion(issue: z.core.$ZodIssue): z.core.$ZodIssue {
+  if (issue.code !== 'invalid_union' || issue.message.startsWith('expected ') || !issue.errors?.length)
+    return issue;
+  const typeOnly = (errs: z.core.$ZodIssue[]) =>
+    errs.every((e) => e.code === 'invalid_type' && e.path.length === 0);
+  const real = issue.errors.filter((errs) => errs.length > 0 && !typeOnly(errs));
+  if (real.length !== 1) return issue;
+  const inner = real[0][0];
+  return unwrapUnion({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue);
 }
 
 const TYPE_WORDS: Record<string, string> = {
@@ -137,6 +157,22 @@ function offsetOf(doc: Document, path: PathSegment[], key?: string): number {
     return node.range[0];
   }
   return 0;
+}
+
+/**
+ * The path as written in the file: the schema accepts one object where a list is allowed
+ * (`pcie: {...}`) and works on `pcie[0]`; drop such indexes so the path names what the user wrote.
+ */
+function filePath(doc: Document, path: PathSegment[]): PathSegment[] {
+  const out: PathSegment[] = [];
+  for (const seg of path) {
+    if (typeof seg === 'number' && seg === 0) {
+      const node = out.length === 0 ? doc.contents : doc.getIn(out, true);
+      if (isMap(node)) continue;
+    }
+    out.push(seg);
+  }
+  return out;
 }
 
 function valueAt(data: unknown, path: readonly PathSegment[]): unknown {
