@@ -136,7 +136,7 @@ describe('dma-fence-chain', () => {
         if (r % 64 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     };
-    await withDeadline(Promise.all([worker(800), worker(800)]), 5000, 'find_race workers');
+    await withDeadline(Promise.all([worker(400), worker(400)]), 5000, 'find_race workers');
     expect(errors).toEqual([]);
   });
 
