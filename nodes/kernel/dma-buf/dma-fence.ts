@@ -503,8 +503,11 @@ export class DmaFenceTimeline {
     return new DmaFence(this.ops, this.context, this.lastEmitted);
   }
 
-  /** Signal `fence` (of this timeline), optionally with an error; checks rule 3. */
-  signal(fence: DmaFence, error = 0): boolean {
+  /**
+   * Signal `fence` (of this timeline), optionally with an error and a timestamp (ns, ktimeGetNs
+   * clock; default now); checks rule 3.
+   */
+  signal(fence: DmaFence, error = 0, timestampNs?: number): boolean {
     if (fence.context !== this.context) {
       throw err('EINVAL', `DmaFenceTimeline(${this.name}).signal: fence of context ${fence.context}`);
     }
@@ -512,7 +515,7 @@ export class DmaFenceTimeline {
     if (seqnoAfter(this.lastSignaled, fence.seqno, false)) this.violation(fence);
     else this.lastSignaled = fence.seqno;
     if (error) dmaFenceSetError(fence, error);
-    return dmaFenceSignal(fence);
+    return timestampNs === undefined ? dmaFenceSignal(fence) : dmaFenceSignalTimestamp(fence, timestampNs);
   }
 
   private violation(fence: DmaFence): void {
