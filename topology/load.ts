@@ -148,7 +148,7 @@ function expectedText(issue: z.core.$ZodIssue): string {
 function offsetOf(doc: Document, path: PathSegment[], key?: string): number {
   for (let n = path.length; n >= 0; n--) {
     const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as Node | null | undefined;
-    if (!node || !node.range) continue;
+    if (!node?.range) continue;
     if (key !== undefined && n === path.length && isMap(node)) {
       const pair = node.items.find((p) => (p.key as { value?: unknown })?.value === key);
       const k = pair?.key as Node | undefined;

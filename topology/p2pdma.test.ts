@@ -14,7 +14,8 @@ import {
   pciP2pmemFindMany,
 } from './p2pdma.ts';
 
-const tree = (name: string) => loadTopologyFile(new URL(`./testdata/trees/${name}.yaml`, import.meta.url).pathname);
+const tree = (name: string) =>
+  loadTopologyFile(new URL(`./testdata/trees/${name}.yaml`, import.meta.url).pathname);
 
 const noAcs = tree('switch-no-acs');
 const acsAllowed = tree('switch-acs-allowed');
@@ -59,12 +60,17 @@ describe('p2pdma', () => {
     const d = calcMapTypeAndDist(acsAllowed, 'a', 'b');
     expect(d.commonUpstream).toBe('sw');
     expect(d.acsRedirects).toEqual(['0000:02:00.0']);
-    expect(d.warnings).toContain('0000:04:00.0: to disable ACS redirect for this path, add the kernel parameter: pci=disable_acs_redir=0000:02:00.0');
+    expect(d.warnings).toContain(
+      '0000:04:00.0: to disable ACS redirect for this path, add the kernel parameter: pci=disable_acs_redir=0000:02:00.0',
+    );
   });
 
   it('p2pdma - rule 3: the common bridge counts on the provider side only, as the kernel walks it', () => {
     // Egress Control on the switch upstream port: provider a's walk checks it, so a -> b lists it...
-    expect(calcMapTypeAndDist(acsNotAllowed, 'a', 'b').acsRedirects).toEqual(['0000:02:00.0', '0000:01:00.0']);
+    expect(calcMapTypeAndDist(acsNotAllowed, 'a', 'b').acsRedirects).toEqual([
+      '0000:02:00.0',
+      '0000:01:00.0',
+    ]);
     // ...and functions below one downstream port never reach it.
     expect(calcMapTypeAndDist(acsNotAllowed, 'c0', 'c1').acsRedirects).toEqual([]);
   });
@@ -96,7 +102,9 @@ describe('p2pdma', () => {
     const client = { kind: 'non-pci', name: 'platform-dma0' } as const;
     const d = calcMapTypeAndDist(noAcs, 'a', client);
     expect([d.mapType, d.distance, d.rule]).toEqual(['NOT_SUPPORTED', -1, 1]);
-    expect(d.warnings).toEqual(['platform-dma0: cannot be used for peer-to-peer DMA as it is not a PCI device']);
+    expect(d.warnings).toEqual([
+      'platform-dma0: cannot be used for peer-to-peer DMA as it is not a PCI device',
+    ]);
     expect(pciP2pdmaDistance(noAcs, 'a', client)).toBe(-1);
   });
 
@@ -116,7 +124,10 @@ describe('p2pdma', () => {
     cache.get(noAcs, 'a', 'b');
     expect([cache.hits, cache.misses]).toEqual([1, 1]);
     // Same tree, host bridge swapped for an allow-listed one: a re-enumeration with a new hash.
-    const moved = parseTopology(readFileSync(noAcs.file, 'utf8').replace('device: 0x0c00', 'device: 0x2020'), 'moved.yaml');
+    const moved = parseTopology(
+      readFileSync(noAcs.file, 'utf8').replace('device: 0x0c00', 'device: 0x2020'),
+      'moved.yaml',
+    );
     expect(moved.hash).not.toBe(noAcs.hash);
     expect(cache.get(moved, 'a', 'd').mapType).toBe('THRU_HOST_BRIDGE');
     expect(cache.misses).toBe(2);
@@ -132,8 +143,14 @@ describe('p2pdma', () => {
   });
 
   it('p2pdma - rule 8: BUS_ADDR uses the bus address, THRU_HOST_BRIDGE an MMIO IOVA, else EINVAL', () => {
-    expect(p2pdmaAddressing('BUS_ADDR', 0x4000_0000n, 0x1000n)).toEqual({ kind: 'bus-addr', busAddr: 0x4000_1000n });
-    expect(p2pdmaAddressing('THRU_HOST_BRIDGE', 0x4000_0000n)).toEqual({ kind: 'iova', attrs: ['DMA_ATTR_MMIO'] });
+    expect(p2pdmaAddressing('BUS_ADDR', 0x4000_0000n, 0x1000n)).toEqual({
+      kind: 'bus-addr',
+      busAddr: 0x4000_1000n,
+    });
+    expect(p2pdmaAddressing('THRU_HOST_BRIDGE', 0x4000_0000n)).toEqual({
+      kind: 'iova',
+      attrs: ['DMA_ATTR_MMIO'],
+    });
     expect(p2pdmaAddressing('NOT_SUPPORTED', 0n)).toEqual({ kind: 'invalid', code: 'EINVAL' });
   });
 
