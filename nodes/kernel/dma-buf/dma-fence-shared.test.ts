@@ -334,10 +334,11 @@ describe('dma-fence-shared on the kernel thread', () => {
     const before = process.getActiveResourcesInfo().length;
     const tl = timeline('idle');
     dmaFenceAddCallback(tl.emit(), { func: () => {} });
-    expect(tl.watcherArmed).toBe(true);
+    expect([tl.watcherArmed, tl.fallbackArmed]).toEqual([true, true]);
+    // The waitAsync holds nothing; the fallback poll is an unref'd interval.
     expect(process.getActiveResourcesInfo().length).toBe(before);
     tl.destroy();
-    expect(tl.watcherArmed).toBe(false);
+    expect([tl.watcherArmed, tl.fallbackArmed]).toEqual([false, false]);
   });
 
   it('dma-fence-shared - seqnos wrap at 2^32 on the shared word', async () => {
@@ -388,7 +389,7 @@ describe('dma-fence-shared on the kernel thread', () => {
     tl.hw.signal(f.seqno);
     await withDeadline(closing, MS + 500, 'close');
     expect(dmaFenceGetStatus(f)).toBe(1);
-    expect(tl.watcherArmed).toBe(false);
+    expect([tl.watcherArmed, tl.fallbackArmed]).toEqual([false, false]);
     expect(process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length).toBe(resources);
     expect(tl.close()).toBe(closing);
     tl.destroy();
@@ -420,6 +421,7 @@ describe('dma-fence-shared on the kernel thread', () => {
     await expectErrno(() => new DmaFenceSharedTimeline('d', 'n', { ringSize: 3 }), 'EINVAL');
     await expectErrno(() => new DmaFenceSharedTimeline('d', 'n', { start: -1 }), 'EINVAL');
     await expectErrno(() => new DmaFenceSharedTimeline('d', 'n', { fallbackMs: 0 }), 'EINVAL');
+    await expectErrno(() => new DmaFenceSharedTimeline('d', 'n', { fallbackMs: Infinity }), 'EINVAL');
     const junk = { sab: new SharedArrayBuffer(256), index: 0 };
     await expectErrno(() => new DmaFenceSharedTimeline('d', 'n', { memory: junk }), 'EINVAL');
     const tl = timeline('args');

@@ -12,14 +12,17 @@
  *    every completed fence in seqno order, each with the error and timestamp the device wrote to
  *    its ring entry, then the watcher re-arms at once if enabled fences remain.
  *
- * DOC: liveness and exit
+ * DOC: liveness, exit and the fallback poll
  * A pending Atomics.waitAsync does not keep Node's event loop alive (checked on Node 20.20: a
  * script whose only pending work is a waitAsync, with or without a timeout, exits at once). So
  * an armed watcher never holds a run open; whoever waits for a fence holds it open instead
- * (dmaFenceWaitTimeout's deadline timer, or the device worker, which is a ref'd handle). The
- * watcher's waitAsync still has a timeout, `fallbackMs`, like amdgpu_fence_fallback: a device
- * that stores its seqno without notifying is noticed within that time. close() and destroy()
- * release a pending watcher with Atomics.notify, so nothing stays queued on the word either way.
+ * (dmaFenceWaitTimeout's deadline timer, or the device worker, which is a ref'd handle).
+ * The watcher's waitAsync has no timeout: in Node each waitAsync timeout is a platform timer of
+ * its own, which cost ~5 µs of main-thread time per wake-up in bench/fence-latency.ts. The
+ * fallback poll (amdgpu_fence_fallback: a device that stores its seqno without notifying is
+ * still noticed) is instead one unref'd interval of `fallbackMs` per timeline, running only
+ * while signalling is enabled on some in-flight fence. close() and destroy() clear it and release
+ * a pending watcher with Atomics.notify, so nothing stays queued on the word or in the loop.
  *
  * DOC: ring capacity
  * The device's per-seqno error entries live in a ring of `ringSize` entries, so at most ringSize
@@ -64,7 +67,7 @@ export interface DmaFenceSharedTimelineOpts {
   start?: number;
   /** What to do when the ordering rule is broken (DmaFenceTimeline). */
   order?: OrderPolicy;
-  /** Watcher's Atomics.waitAsync timeout in ms (fallback poll). Default FENCE_FALLBACK_MS. */
+  /** Period of the fallback poll in ms while the watcher is armed. Default FENCE_FALLBACK_MS. */
   fallbackMs?: number;
   /** Extra driver ops (setDeadline, release); signaled/enableSignaling are this module's. */
   ops?: Partial<Pick<DmaFenceOps, 'setDeadline' | 'release'>>;
@@ -92,6 +95,7 @@ export class DmaFenceSharedTimeline extends DmaFenceTimeline {
   // SEQNO value the last process() acted on: the watcher sleeps only while the word still holds it.
   private seen: number;
   private armed = false;
+  private fallback: NodeJS.Timeout | null = null;
   private state: State = State.OPEN;
   private closing: Promise<void> | null = null;
 
@@ -105,8 +109,9 @@ export class DmaFenceSharedTimeline extends DmaFenceTimeline {
       throw err('EINVAL', `DmaFenceSharedTimeline: opts.start ${start} must be a u32`);
     }
     const fallbackMs = opts.fallbackMs ?? FENCE_FALLBACK_MS;
-    if (!(fallbackMs > 0))
-      throw err('EINVAL', `DmaFenceSharedTimeline: opts.fallbackMs ${fallbackMs} must be > 0`);
+    if (!(fallbackMs > 0 && fallbackMs <= 0x7fff_ffff)) {
+      throw err('EINVAL', `DmaFenceSharedTimeline: opts.fallbackMs ${fallbackMs} must be in (0, 2^31) ms`);
+    }
     super(driverName, name, { order: opts.order, start, ops: opts.ops });
     let desc = opts.memory;
     if (!desc) {
@@ -153,6 +158,11 @@ export class DmaFenceSharedTimeline extends DmaFenceTimeline {
   /** True while a waitAsync watcher is queued on the seqno word. */
   get watcherArmed(): boolean {
     return this.armed;
+  }
+
+  /** True while the fallback poll interval exists (diagnostics). */
+  get fallbackArmed(): boolean {
+    return this.fallback !== null;
   }
 
   /** True once close() started or destroy() ran: emit() refuses. */
@@ -275,6 +285,10 @@ export class DmaFenceSharedTimeline extends DmaFenceTimeline {
 
   private shutdown(): void {
     this.state = State.CLOSED;
+    if (this.fallback) {
+      clearInterval(this.fallback);
+      this.fallback = null;
+    }
     if (this.armed) {
       this.armed = false;
       // dequeue the pending waitAsync now; its late resolution sees CLOSED and stops.
@@ -297,11 +311,14 @@ export class DmaFenceSharedTimeline extends DmaFenceTimeline {
       this.attachDeviceError(f);
       return false;
     }
-    if (!this.armed && this.state !== State.CLOSED && !this.tryArm()) {
+    if (this.shutDown) return true;
+    if (!this.armed && !this.tryArm()) {
       // The word moved since the last process(): handle it, but not inside this add_callback.
       this.armed = true;
       queueMicrotask(this.onIrq);
     }
+    // The poll may have stopped while the watcher stayed queued with nothing enabled.
+    if (!this.fallback) this.fallback = setInterval(this.onFallback, this.fallbackMs).unref();
     return true;
   }
 
@@ -322,12 +339,23 @@ export class DmaFenceSharedTimeline extends DmaFenceTimeline {
 
   // Queue the watcher on the word while it still holds `seen`. False if it already moved.
   private tryArm(): boolean {
-    const r = Atomics.waitAsync(this.hw.i32, this.hw.seqnoWord, this.seen, this.fallbackMs);
+    // No timeout on purpose: see "the fallback poll" above.
+    const r = Atomics.waitAsync(this.hw.i32, this.hw.seqnoWord, this.seen);
     if (!r.async) return false;
     this.armed = true;
     r.value.then(this.onIrq);
     return true;
   }
+
+  // amdgpu_fence_fallback: handle a store that came without a notify. The queued watcher stays
+  // queued (a notify still wakes it); the poll stops once no enabled fence is in flight.
+  private readonly onFallback = (): void => {
+    if (Atomics.load(this.hw.i32, this.hw.seqnoWord) !== this.seen) this.process();
+    if (this.shutDown || !this.needsIrq()) {
+      clearInterval(this.fallback!);
+      this.fallback = null;
+    }
+  };
 
   // True if an unsignalled fence with signalling enabled is in flight: only then is the irq on.
   private needsIrq(): boolean {
