@@ -7,4 +7,25 @@ import { Command } from 'commander';
 const program = new Command();
 program.name('p2pemu').description('Emulator of Linux dma-buf buffer sharing across PCIe devices and hosts');
 
+program
+  .command('bench [name]')
+  .description('run a micro-benchmark (emulator against raw baselines); without a name, list them')
+  .option('--iterations <n>', 'iterations per round', (v) => Number(v))
+  .option('--json', 'print the result as JSON')
+  .action(async (name: string | undefined, opts: { iterations?: number; json?: boolean }) => {
+    const { benchList, runBench } = await import('../bench/index.ts');
+    if (name === undefined) {
+      console.log(`benchmarks (npm run bench -- <name>):\n${await benchList()}`);
+      return;
+    }
+    try {
+      await runBench(name, { iterations: opts.iterations, json: opts.json });
+    } catch (e) {
+      // Usage errors (unknown name, bad --iterations) exit 2, like commander's own.
+      if ((e as { code?: string }).code !== 'EINVAL') throw e;
+      console.error(`p2pemu bench: ${(e as Error).message}`);
+      process.exitCode = 2;
+    }
+  });
+
 await program.parseAsync(process.argv);
