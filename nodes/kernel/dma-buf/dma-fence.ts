@@ -5,7 +5,7 @@
  *  - A fence signals at most once; signalling again is a no-op. Errors are set before signalling.
  *  - Fences of one context signal in seqno order (DmaFenceTimeline checks it for its fences).
  *  - Every fence signals in bounded time: waits take a deadline, and a hung producer is
- *    force-completed with an error (see DmaFenceTimeline.forceComplete).
+ *    force-completed with an error (see DmaFenceSharedTimeline.forceComplete).
  *  - Nothing on the path to dmaFenceSignal() may take a dma_resv lock: callbacks run inside a
  *    signalling section and dmaResvLock() refuses to run there (rules 6, 15, 16).
  *
