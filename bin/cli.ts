@@ -28,4 +28,6 @@ program
     }
   });
 
+const { makeTopoCommand } = await import('../topology/cli.ts');
+program.addCommand(makeTopoCommand());
 await program.parseAsync(process.argv);
