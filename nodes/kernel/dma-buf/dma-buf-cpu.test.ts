@@ -31,7 +31,7 @@ import {
   dmaResvReserveFences,
   dmaResvUnlock,
 } from './dma-resv.ts';
-import { mockFence, probeExport } from './fixtures/probe-exporter.ts';
+import { bytesView, mockFence, probeExport } from './fixtures/probe-exporter.ts';
 import { DmaDataDirection, PAGE_SIZE } from './scatterlist.ts';
 
 async function expectCode(p: Promise<unknown> | (() => unknown), code: string): Promise<EmuError> {
@@ -134,7 +134,7 @@ describe('dma-buf cpu access', () => {
     expect(() => dmaBufVmap(p.dmabuf)).toThrow(/lock must be held/);
     const v = await dmaBufVmapUnlocked(p.dmabuf);
     await dmaResvLock(p.dmabuf.resv, null);
-    await expectCode(() => dmaBufVunmap(p.dmabuf, { length: 1, bytes: () => new Uint8Array(1) }), 'EINVAL');
+    await expectCode(() => dmaBufVunmap(p.dmabuf, bytesView(new Uint8Array(1))), 'EINVAL');
     dmaResvUnlock(p.dmabuf.resv);
     await expectCode(() => dmaBufPut(p.dmabuf), 'EBUSY');
     await dmaBufVunmapUnlocked(p.dmabuf, v);
@@ -145,7 +145,7 @@ describe('dma-buf cpu access', () => {
   it('dma-buf-cpu - rule 2: mmap bounds are checked before the exporter is called', async () => {
     const p = probeExport({ size: 4 * PAGE_SIZE });
     const view = dmaBufMmap(p.dmabuf, 1, 3);
-    view.bytes()[0] = 7;
+    view.write(0, Uint8Array.of(7));
     expect(p.bytes[PAGE_SIZE]).toBe(7);
     await expectCode(() => dmaBufMmap(p.dmabuf, 2, 3), 'EINVAL');
     await expectCode(() => dmaBufMmap(p.dmabuf, Number.MAX_SAFE_INTEGER, 2), 'EOVERFLOW');

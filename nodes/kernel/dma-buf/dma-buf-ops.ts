@@ -82,13 +82,15 @@ export interface DmaBufOps {
 }
 
 /**
- * CPU access to buffer bytes. `bytes()` returns the current backing view: callers must not keep
- * it across a point where the exporter may move the buffer (they bracket access with
- * begin/end cpu access, rule 29-30).
+ * CPU access to buffer bytes (a vmap or an mmap'ed range). Each call resolves the current
+ * backing store, so an access after a move reaches the new pages; coherency with devices holds
+ * only inside begin/end cpu access (rules 29-30). Offsets are relative to the view.
+ * Throws: EINVAL for a range outside the view.
  */
 export interface DmaBufCpuView {
   readonly length: number;
-  bytes(): Uint8Array;
+  read(offset: number, dst: Uint8Array): void;
+  write(offset: number, src: Uint8Array): void;
 }
 
 /** Importer callbacks (struct dma_buf_attach_ops). */

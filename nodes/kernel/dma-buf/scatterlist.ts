@@ -1,9 +1,11 @@
 /**
  * sg_table: what dma_buf_map_attachment hands an importer (include/linux/scatterlist.h).
  *
- * Only the DMA side (dmaAddress, dmaLength) is the importer's to use (rule 16). The CPU/page side
- * is the exporter's bookkeeping: absent for MMIO/P2P memory, and stripped from the copy the core
- * gives importers (CONFIG_DMABUF_DEBUG behaviour), so an importer that peeks at pages finds none.
+ * Two sides, as in Linux: `entries` is the DMA side (nents: what attach.dev must use), `cpu` the
+ * page side (orig_nents: physical runs). They differ in count when an IOMMU merges runs into one
+ * IOVA range. Only the DMA side is the importer's (rule 16): the page side is absent for
+ * MMIO/P2P memory and stripped from the copy the core gives importers (CONFIG_DMABUF_DEBUG
+ * behaviour), so an importer that peeks at pages finds none.
  */
 import { err } from '../../../common/errno.ts';
 import { hex, PAGE_SIZE } from '../../fabric/page.ts';
@@ -23,28 +25,41 @@ export function validDmaDirection(dir: number): dir is DmaDataDirection {
   );
 }
 
-/** One scatterlist entry. */
+/** What the device does with a mapping in direction `dir`: TO_DEVICE reads memory, FROM_DEVICE writes it. */
+export function dmaDirAccess(dir: DmaDataDirection): { read: boolean; write: boolean } {
+  return { read: dir !== DmaDataDirection.FROM_DEVICE, write: dir !== DmaDataDirection.TO_DEVICE };
+}
+
+/** One DMA-side entry. */
 export interface SgEntry {
   /** sg_dma_address: the address attach.dev must use (IOVA, bus address or physical). */
   dmaAddress: number;
   /** sg_dma_len in bytes. */
   dmaLength: number;
-  /** CPU side: physical address of the backing pages; undefined for MMIO/P2P or in importer copies. */
-  phys?: number;
+}
+
+/** One page-side run (physical address and length). */
+export interface SgPage {
+  phys: number;
+  length: number;
 }
 
 export interface SgTable {
+  /** DMA side (nents). */
   readonly entries: readonly SgEntry[];
-  /** orig_nents: entries with a CPU side (0 for MMIO/P2P and for importer copies). */
+  /** Page side (orig_nents runs); empty for MMIO/P2P and in importer copies. */
+  readonly cpu: readonly SgPage[];
   readonly origNents: number;
-  /** Total mapped bytes. */
+  /** Total bytes of the DMA side. */
   readonly length: number;
 }
 
-/** Build a table; checks the PAGE_SIZE alignment rule 15 (EINVAL naming `who` and the entry). */
-export function sgTableCreate(entries: SgEntry[], who: string): SgTable {
+/**
+ * Build a table (exporters call this in mapDmaBuf). Checks rule 15: every DMA address and length
+ * PAGE_SIZE aligned (EINVAL naming `who` and the entry).
+ */
+export function sgTableCreate(entries: readonly SgEntry[], cpu: readonly SgPage[], who: string): SgTable {
   let length = 0;
-  let origNents = 0;
   entries.forEach((e, i) => {
     if (!Number.isSafeInteger(e.dmaAddress) || e.dmaAddress < 0 || e.dmaAddress % PAGE_SIZE !== 0) {
       throw err('EINVAL', `${who}: sg entry ${i} dma address ${hex(e.dmaAddress)} not PAGE_SIZE aligned`);
@@ -56,17 +71,18 @@ export function sgTableCreate(entries: SgEntry[], who: string): SgTable {
       );
     }
     length += e.dmaLength;
-    if (e.phys !== undefined) origNents++;
   });
   return Object.freeze({
-    entries: Object.freeze(entries.map((e) => Object.freeze({ ...e }))),
-    origNents,
+    entries: Object.freeze(
+      entries.map((e) => Object.freeze({ dmaAddress: e.dmaAddress, dmaLength: e.dmaLength })),
+    ),
+    cpu: Object.freeze(cpu.map((p) => Object.freeze({ ...p }))),
+    origNents: cpu.length,
     length,
   });
 }
 
 /** The importer's copy: DMA side only (rule 16). */
 export function sgTableImporterCopy(sgt: SgTable): SgTable {
-  const entries = sgt.entries.map((e) => Object.freeze({ dmaAddress: e.dmaAddress, dmaLength: e.dmaLength }));
-  return Object.freeze({ entries: Object.freeze(entries), origNents: 0, length: sgt.length });
+  return Object.freeze({ entries: sgt.entries, cpu: Object.freeze([]), origNents: 0, length: sgt.length });
 }
