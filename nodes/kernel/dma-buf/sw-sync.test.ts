@@ -14,9 +14,8 @@ import {
   swSyncInc,
   swSyncTimelineCreate,
 } from './sw-sync.ts';
+import { FdTable, type FileObject } from '../fs/file.ts';
 import {
-  FdTable,
-  type FileObject,
   syncFileGetFence,
   syncFileInfo,
   syncFileMerge,

@@ -25,7 +25,8 @@ import {
   dmaFenceSignal,
   seqnoAfter,
 } from './dma-fence.ts';
-import { type FdTable, type FileObject, SyncFile, syncFileInstall } from './sync-file.ts';
+import type { FdTable, FileObject } from '../fs/file.ts';
+import { SyncFile, syncFileInstall } from './sync-file.ts';
 
 const INT_MAX = 0x7fff_ffff;
 

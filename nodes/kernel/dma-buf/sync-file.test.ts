@@ -3,9 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { Latch, withDeadline } from '../../../common/deadline.ts';
 import { DmaFenceTimeline, dmaFenceSetError, dmaFenceSignal } from './dma-fence.ts';
+import { FdTable, type FileObject } from '../fs/file.ts';
 import {
-  FdTable,
-  type FileObject,
   POLLIN,
   SyncFile,
   syncFileCreate,

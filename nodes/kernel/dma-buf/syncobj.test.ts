@@ -6,7 +6,8 @@ import { withDeadline } from '../../../common/deadline.ts';
 import { EmuError } from '../../../common/errno.ts';
 import { Rng } from '../../../common/random.ts';
 import { swSyncCreateFence, swSyncGetDeadline, swSyncInc, swSyncTimelineCreate } from './sw-sync.ts';
-import { FdTable, syncFileInfo } from './sync-file.ts';
+import { FdTable } from '../fs/file.ts';
+import { syncFileInfo } from './sync-file.ts';
 import {
   DRM_SYNCOBJ_CREATE_FLAGS,
   DRM_SYNCOBJ_QUERY_FLAGS,

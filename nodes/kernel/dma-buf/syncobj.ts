@@ -37,7 +37,8 @@ import {
   toDmaFenceChain,
 } from './dma-fence-chain.ts';
 import { dmaFenceUnwrapMerge } from './dma-fence-unwrap.ts';
-import { type FdTable, type FileObject, syncFileGetFence, syncFileInstall } from './sync-file.ts';
+import type { FdTable, FileObject } from '../fs/file.ts';
+import { syncFileGetFence, syncFileInstall } from './sync-file.ts';
 
 export const DRM_SYNCOBJ_CREATE_FLAGS = { SIGNALED: 1 << 0 } as const;
 export const DRM_SYNCOBJ_WAIT_FLAGS = {
