@@ -23,7 +23,7 @@ import type { Worker } from 'node:worker_threads';
 import { withDeadline } from '../common/deadline.ts';
 import { spawnWorker } from '../common/worker.ts';
 import { createHwFenceMemory } from '../nodes/fabric/fence/hw-fence-layout.ts';
-import { HwFenceTimeline } from '../nodes/fabric/fence/hw-fence.ts';
+import { HW_FENCE_WAIT_SLICE_MS, HwFenceTimeline } from '../nodes/fabric/fence/hw-fence.ts';
 import {
   type DmaFenceCb,
   dmaFenceAddCallback,
@@ -44,7 +44,7 @@ export interface FenceBenchOpts {
   warmup?: number;
 }
 
-const PATHS = ['kernel-cb', 'kernel-wait', 'raw-main', 'fabric-w2w', 'raw-w2w'] as const;
+const PATHS = ['kernel-cb', 'kernel-wait', 'raw-main', 'fabric-w2w', 'raw-w2w', 'raw-w2w-sliced'] as const;
 type Path = (typeof PATHS)[number];
 
 /** One-way latency percentiles in µs, and the main thread's event-loop active time per round trip. */
@@ -64,6 +64,8 @@ export interface FenceBenchRow {
   /** Median over rounds of emulator/raw in the same round (paired). */
   ratioP50: number;
   ratioP99: number;
+  /** Counts toward the goal (false: an attribution row). */
+  goal: boolean;
 }
 
 export interface FenceBenchResult {
@@ -155,12 +157,15 @@ class Rig {
           { mode: 'hw-w2w', a: this.a.desc, b: this.b.desc, base: [this.a.read(), this.b.read()] },
           iters,
         );
-      case 'raw-w2w': {
+      case 'raw-w2w':
+      case 'raw-w2w-sliced': {
         const base: [number, number] = [
           Atomics.load(this.rawW2w, RawWord.PING),
           Atomics.load(this.rawW2w, RawWord.PONG),
         ];
-        return this.w2w({ mode: 'raw-w2w', sab: this.rawW2w.buffer as SharedArrayBuffer, base }, iters);
+        const sab = this.rawW2w.buffer as SharedArrayBuffer;
+        const sliceMs = path === 'raw-w2w-sliced' ? HW_FENCE_WAIT_SLICE_MS : undefined;
+        return this.w2w({ mode: 'raw-w2w', sab, base, sliceMs }, iters);
       }
     }
   }
@@ -257,7 +262,7 @@ class Rig {
 // flips latency between ~5 and ~25 µs here) hits both sides of a ratio alike.
 const GROUPS: readonly (readonly Path[])[] = [
   ['kernel-cb', 'kernel-wait', 'raw-main'],
-  ['fabric-w2w', 'raw-w2w'],
+  ['fabric-w2w', 'raw-w2w', 'raw-w2w-sliced'],
 ];
 
 /** Run the bench. Called by: runBench('fence'). Spawns two workers and terminates them. */
@@ -290,8 +295,9 @@ export async function run(opts: FenceBenchOpts = {}): Promise<FenceBenchResult> 
     };
   }
   const pick = (p: Path): Lat => ({ p50: paths[p].p50, p99: paths[p].p99, mainActive: paths[p].mainActive });
-  const row = (name: string, emulator: Path, raw: Path): FenceBenchRow => ({
+  const row = (name: string, emulator: Path, raw: Path, goal = true): FenceBenchRow => ({
     name,
+    goal,
     emulator,
     raw,
     emu: pick(emulator),
@@ -305,6 +311,8 @@ export async function run(opts: FenceBenchOpts = {}): Promise<FenceBenchResult> 
     row('(c)  worker->worker: fabric wait/signal vs (d) wait/notify', 'fabric-w2w', 'raw-w2w'),
   ];
   const met = rows.every((r) => r.ratioP50 <= GOAL_RATIO);
+  // Attribution, not a goal: the same raw loop with bounded (sliced) waits, as the fabric's.
+  rows.push(row("     (d') raw wait/notify in bounded slices vs (d)", 'raw-w2w-sliced', 'raw-w2w', false));
   return {
     bench: 'fence',
     machine: machineLine(),
@@ -341,9 +349,10 @@ export function format(r: FenceBenchResult): string {
   }
   lines.push('', 'p50 per round (µs), in run order:');
   for (const p of PATHS)
-    lines.push(`  ${p.padEnd(12)} ${r.paths[p].roundP50.map((v) => v.toFixed(1)).join('  ')}`);
-  const ratios = r.rows.map((x) => x.ratioP50.toFixed(2)).join(', ');
-  if (r.rows.some((x) => x.ratioP50 < 0.95)) {
+    lines.push(`  ${p.padEnd(15)} ${r.paths[p].roundP50.map((v) => v.toFixed(1)).join('  ')}`);
+  const goalRows = r.rows.filter((x) => x.goal);
+  const ratios = goalRows.map((x) => x.ratioP50.toFixed(2)).join(', ');
+  if (goalRows.some((x) => x.ratioP50 < 0.95)) {
     lines.push(
       '',
       'note: below 1.0x means the emulator path kept a thread busy longer (main active), which on',
