@@ -20,11 +20,15 @@ import { type WwAcquireCtx, type WwLockOpts, WwMutex } from '../locking/ww-mutex
 import {
   type DmaFence,
   type DmaFenceWaitOpts,
+  dmaFenceContextAlloc,
+  dmaFenceGet,
   dmaFenceInSignallingSection,
   dmaFenceIsLaterOrSame,
   dmaFenceIsSignaled,
   dmaFenceWaitTimeout,
 } from './dma-fence.ts';
+import { dmaFenceArrayCreate } from './dma-fence-array.ts';
+import { dmaFenceIsContainer } from './dma-fence-unwrap.ts';
 
 /** enum dma_resv_usage; numeric order matters (lower = stronger). */
 export const DmaResvUsage = { KERNEL: 0, WRITE: 1, READ: 2, BOOKKEEP: 3 } as const;
@@ -41,15 +45,6 @@ export function dmaResvUsageRw(write: boolean): DmaResvUsage {
 interface Entry {
   fence: DmaFence;
   usage: DmaResvUsage;
-}
-
-/**
- * Predicate for container fences (dma_fence_array / dma_fence_chain), which may not be added to
- * a resv directly. Set by the container modules so this file does not depend on them.
- */
-let isContainer: (f: DmaFence) => boolean = () => false;
-export function dmaResvSetContainerCheck(fn: (f: DmaFence) => boolean): void {
-  isContainer = fn;
 }
 
 export class DmaResv {
@@ -214,7 +209,7 @@ export function dmaResvReserveFences(obj: DmaResv, num: number): void {
 export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsage): void {
   dmaResvAssertHeld(obj, 'dmaResvAddFence');
   checkUsage('dmaResvAddFence', usage);
-  if (isContainer(fence))
+  if (dmaFenceIsContainer(fence))
     throw err('EINVAL', 'dmaResvAddFence: container fences may not be added; add the leaves');
   obj._add(fence, usage);
   trace('resvAddFence', () => ({ resv: obj.name, context: fence.context, seqno: fence.seqno, usage }));
@@ -325,4 +320,21 @@ export async function dmaResvWaitTimeout(
     const left = Math.max(0, end - performance.now());
     if (left === 0 || (await dmaFenceWaitTimeout(pending.fence, left, opts)) === 0) return 0;
   }
+}
+
+/**
+ * dma_resv_get_singleton (rule 24): one fence standing for every unsignalled fence with usage <=
+ * `usage`: null when there is none, the fence itself when there is one, else a new
+ * dma_fence_array over them (a new context, signalling when all have).
+ */
+export function dmaResvGetSingleton(obj: DmaResv, usage: DmaResvUsage): DmaFence | null {
+  const pending = dmaResvGetFences(obj, usage).filter((f) => !dmaFenceIsSignaled(f));
+  if (pending.length === 0) return null;
+  if (pending.length === 1) return dmaFenceGet(pending[0]);
+  return dmaFenceArrayCreate(
+    pending.map((f) => dmaFenceGet(f)),
+    dmaFenceContextAlloc(1),
+    1,
+    false,
+  );
 }

@@ -634,17 +634,5 @@ describe('dmabuf_sync_file', () => {
     expect(await wait(c, [h], null, 0)).toBe(EINVAL);
   });
 
-  // Subtests that need a dma-buf with a dma_resv (DMA_BUF_IOCTL_EXPORT/IMPORT_SYNC_FILE on vgem);
-  // the dma-buf/resv side is not part of this module. Their snapshot rule is covered above.
-  const skipped = [
-    'export-basic',
-    'export-before-signal',
-    'export-multiwait',
-    'export-wait-after-attach (dma-buf form)',
-    'import-basic (dma-buf form)',
-    'import-multiple-read-only',
-    'import-multiple-read-write',
-  ];
-  for (const name of skipped)
-    it.skip(`dmabuf_sync_file - ${name}: needs dma-buf + dma_resv (vgem)`, () => {});
+  // The dma-buf forms of igt dmabuf_sync_file are in dma-buf-file.test.ts.
 });
