@@ -13,9 +13,9 @@
  *    its ring entry, then the watcher re-arms at once if enabled fences remain.
  *
  * DOC: liveness, exit and the fallback poll
- * A pending Atomics.waitAsync does not keep Node's event loop alive (checked on Node 20.20: a
- * script whose only pending work is a waitAsync, with or without a timeout, exits at once). So
- * an armed watcher never holds a run open; whoever waits for a fence holds it open instead
+ * A pending Atomics.waitAsync does not keep Node's event loop alive (checked on Node 20.20 and
+ * 24.21: a script whose only pending work is a waitAsync, with or without a timeout, exits at
+ * once; the shared-timeline tests assert it holds no handle). So an armed watcher never holds a run open; whoever waits for a fence holds it open instead
  * (dmaFenceWaitTimeout's deadline timer, or the device worker, which is a ref'd handle).
  * The watcher's waitAsync has no timeout: in Node each waitAsync timeout is a platform timer of
  * its own, which cost ~5 µs of main-thread time per wake-up in bench/fence-latency.ts. The
