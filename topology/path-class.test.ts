@@ -23,7 +23,7 @@ describe('path class', () => {
     ['3 GPU and NIC on one switch', dgx, 'gpu1', 'nic0', 'PIX'],
     ['6 GPU and NIC on another root complex of the socket', dgx, 'gpu0', 'nic1', 'NODE'],
     ['7 GPU and NIC on the other socket', dgx, 'gpu0', 'nic3', 'SYS'],
-    ['5 multipath NIC paths on two sockets', twoHosts, 'h0/nic0.0', 'h0/nic0.1', 'SYS'],
+    ['7 multipath NIC paths on two sockets', twoHosts, 'h0/nic0.0', 'h0/nic0.1', 'SYS'],
     ['8 different hosts', twoHosts, 'h0/gpu0', 'h1/gpu0', 'NET'],
   ];
   for (const [what, topo, a, b, cls] of cases) {

@@ -11,59 +11,11 @@
 import { err } from '../common/errno.ts';
 import type { ResourceUse } from './flow-share.ts';
 import { type LinkLayer, pcieRawBytesPerSec, type TlpOp, tlpEfficiency, wireCost } from './link-rates.ts';
-import type { Host, NicDevice, NicPort, PcieNode, Topology } from './model.ts';
-import { portKey } from './model.ts';
+import { fabricRoute, type Place, pickNic } from './fabric-route.ts';
+import type { Host, PcieNode, Topology } from './model.ts';
 import { calcMapTypeAndDist } from './p2pdma.ts';
-import { pathClassInHost, pathClassRank } from './path-class.ts';
-import { bridgeUnit, endpointsOf, nodeOf, resolveEndpoint, treePath, upstreamChain } from './pcie-tree.ts';
-
-/** Per-hop defaults; a topology's `timing:` section and per-node `latency` fields override them. */
-export interface TimingParams {
-  readonly pcieLinkLatencyNs: number;
-  readonly switchLatencyNs: number;
-  readonly rootComplexLatencyNs: number;
-  readonly hostBridgeMeshLatencyNs: number;
-  readonly memoryLatencyNs: number;
-  readonly nicLatencyNs: number;
-  readonly fabricSwitchLatencyNs: number;
-  readonly privateLinkLatencyNs: number;
-  readonly smpBandwidth: number;
-  readonly smpLatencyNs: number;
-  readonly memoryBandwidth: number;
-}
-
-export const DEFAULT_TIMING: TimingParams = {
-  pcieLinkLatencyNs: 20,
-  switchLatencyNs: 110,
-  rootComplexLatencyNs: 250,
-  hostBridgeMeshLatencyNs: 60,
-  memoryLatencyNs: 90,
-  nicLatencyNs: 300,
-  fabricSwitchLatencyNs: 300,
-  privateLinkLatencyNs: 300,
-  smpBandwidth: 62.4e9,
-  smpLatencyNs: 140,
-  memoryBandwidth: 200e9,
-};
-
-export function timingParams(topo: Topology, extra: Partial<TimingParams> = {}): TimingParams {
-  const t = topo.timing;
-  const pick = <K extends keyof TimingParams>(k: K, v: number | undefined) =>
-    extra[k] ?? v ?? DEFAULT_TIMING[k];
-  return {
-    pcieLinkLatencyNs: pick('pcieLinkLatencyNs', t.pcieLinkLatency),
-    switchLatencyNs: pick('switchLatencyNs', t.switchLatency),
-    rootComplexLatencyNs: pick('rootComplexLatencyNs', t.rootComplexLatency),
-    hostBridgeMeshLatencyNs: pick('hostBridgeMeshLatencyNs', t.hostBridgeMeshLatency),
-    memoryLatencyNs: pick('memoryLatencyNs', t.memoryLatency),
-    nicLatencyNs: pick('nicLatencyNs', t.nicLatency),
-    fabricSwitchLatencyNs: pick('fabricSwitchLatencyNs', t.fabricSwitchLatency),
-    privateLinkLatencyNs: pick('privateLinkLatencyNs', t.privateLinkLatency),
-    smpBandwidth: pick('smpBandwidth', t.smpBandwidth),
-    smpLatencyNs: pick('smpLatencyNs', t.smpLatency),
-    memoryBandwidth: pick('memoryBandwidth', t.memoryBandwidth),
-  };
-}
+import { bridgeUnit, nodeOf, resolveEndpoint, treePath, upstreamChain } from './pcie-tree.ts';
+import type { TimingParams } from './timing-params.ts';
 
 export interface Hop {
   readonly label: string;
@@ -105,8 +57,6 @@ export interface RouteOptions {
   readonly srcNic?: string;
   readonly dstNic?: string;
 }
-
-type Place = { kind: 'ep'; host: Host; node: PcieNode } | { kind: 'mem'; host: Host; numa: number };
 
 class Route {
   hops: Hop[] = [];
@@ -384,95 +334,4 @@ export function routeTransfer(
   const uses = r.hops.filter((h) => h.resource).map((h) => ({ resource: h.resource!, cost: h.cost! }));
   const latencyNs = r.hops.reduce((s, h) => s + h.latencyNs, 0);
   return { src, dst, mode, hops: r.hops, uses, capacities: r.caps, latencyNs, notes: r.notes };
-}
-
-interface NicChoice {
-  node: PcieNode;
-  dev: NicDevice;
-  port: NicPort;
-  portKey: string;
-}
-
-function cabledPort(topo: Topology, host: Host, dev: NicDevice): NicPort | undefined {
-  const ends = new Set(
-    topo.fabric.links
-      .flatMap((l) => [l.a, l.b])
-      .filter((e) => e.kind === 'port')
-      .map((e) => portKey(e.host, e.device, e.port)),
-  );
-  return dev.ports.find((p) => ends.has(portKey(host.id, dev.id, p.port)));
-}
-
-/** The NIC function a transfer leaves or enters a host through: as asked, else the closest cabled one. */
-function pickNic(topo: Topology, place: Place, ref: string | undefined): NicChoice | undefined {
-  const host = place.host;
-  const candidates = ref
-    ? [resolveEndpoint(topo, ref.includes('/') ? ref : `${host.id}/${ref}`).node]
-    : endpointsOf(host, 'nic');
-  const scored = candidates
-    .map((node) => {
-      const dev = host.devices.get(node.device!) as NicDevice;
-      const port = cabledPort(topo, host, dev);
-      const rank =
-        place.kind === 'ep'
-          ? pathClassRank(pathClassInHost(host, place.node, node, { pcieOnly: true }))
-          : node.numa === place.numa
-            ? 0
-            : 1;
-      return { node, dev, port, rank };
-    })
-    .filter((c) => c.port !== undefined);
-  scored.sort((x, y) => x.rank - y.rank);
-  const best = scored[0];
-  return best
-    ? {
-        node: best.node,
-        dev: best.dev,
-        port: best.port!,
-        portKey: portKey(host.id, best.dev.id, best.port!.port),
-      }
-    : undefined;
-}
-
-interface RouteStep {
-  link: number;
-  from: string;
-  to: string;
-  forward: boolean;
-}
-
-const endKey = (e: Topology['fabric']['links'][number]['a']) =>
-  e.kind === 'port' ? portKey(e.host, e.device, e.port) : e.id;
-
-/** Fewest cables, then lowest latency, then lowest cable index: deterministic, ECMP picks the first. */
-function fabricRoute(topo: Topology, from: string, to: string): RouteStep[] | undefined {
-  const best = new Map<string, { hops: number; ns: number; steps: RouteStep[] }>([
-    [from, { hops: 0, ns: 0, steps: [] }],
-  ]);
-  const queue = [from];
-  const better = (a: { hops: number; ns: number }, b: { hops: number; ns: number } | undefined) =>
-    !b || a.hops < b.hops || (a.hops === b.hops && a.ns < b.ns);
-  while (queue.length > 0) {
-    queue.sort((x, y) => best.get(x)!.hops - best.get(y)!.hops || best.get(x)!.ns - best.get(y)!.ns);
-    const at = queue.shift()!;
-    if (at !== from && at.includes('/')) continue; // a NIC port is an end, never a transit point
-    const cur = best.get(at)!;
-    topo.fabric.links.forEach((l, i) => {
-      const [ka, kb] = [endKey(l.a), endKey(l.b)];
-      if (ka !== at && kb !== at) return;
-      const forward = ka === at;
-      const next = forward ? kb : ka;
-      const sw = topo.fabric.switches.get(next);
-      const cand = {
-        hops: cur.hops + 1,
-        ns: cur.ns + l.latencyNs + (sw ? (sw.latencyNs ?? 0) : 0),
-        steps: [...cur.steps, { link: i, from: at, to: next, forward }],
-      };
-      if (better(cand, best.get(next))) {
-        best.set(next, cand);
-        queue.push(next);
-      }
-    });
-  }
-  return best.get(to)?.steps;
 }

@@ -2,20 +2,15 @@
  * The timing model's public face: "how long would N bytes from A to B take on the modelled
  * hardware", alone or sharing links with other transfers (max-min fair). It is the second clock:
  * device models report it next to what the emulator measured, never mixed into one number.
- * Formulas: docs/timing-model.md. Routes: timing-path.ts. Link arithmetic: link-rates.ts.
+ * Formulas: docs/timing-model.md. Routes: timing-path.ts and fabric-route.ts. Per-hop
+ * defaults: timing-params.ts. Link arithmetic: link-rates.ts.
  *
  * Names: devices or endpoints ("h0/gpu0", "h0/nic0.1") and system memory ("h0/numa1").
  */
 import { type Capacities, type FluidFlow, maxMinShare, simulateFlows } from './flow-share.ts';
 import type { Topology } from './model.ts';
-import {
-  type FlowPath,
-  type Hop,
-  type RouteOptions,
-  routeTransfer,
-  type TimingParams,
-  timingParams,
-} from './timing-path.ts';
+import { type FlowPath, type Hop, type RouteOptions, routeTransfer } from './timing-path.ts';
+import { type TimingParams, timingParams } from './timing-params.ts';
 import { formatDuration, formatRate } from './units.ts';
 
 export { type FlowDemand, maxMinShare, type ResourceUse, simulateFlows } from './flow-share.ts';
@@ -29,14 +24,8 @@ export {
   tlpOverheadBytes,
   wireGoodput,
 } from './link-rates.ts';
-export {
-  DEFAULT_TIMING,
-  type FlowPath,
-  type Hop,
-  type RouteOptions,
-  type TimingParams,
-  timingParams,
-} from './timing-path.ts';
+export type { FlowPath, Hop, RouteOptions, TransferMode } from './timing-path.ts';
+export { DEFAULT_TIMING, type TimingParams, timingParams } from './timing-params.ts';
 
 export interface TransferOptions extends RouteOptions {
   /** Overrides of the per-hop parameters for this call. */
