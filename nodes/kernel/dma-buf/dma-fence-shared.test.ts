@@ -409,9 +409,22 @@ describe('dma-fence-shared on the kernel thread', () => {
     const [f1, f2] = [tl.emit(), tl.emit()];
     tl.hw.signal(f1.seqno);
     dmaFenceAddCallback(f2, { func: () => {} });
+    let emitError: unknown = null;
+    dmaFenceAddCallback(f2, {
+      func: () => {
+        try {
+          tl.emit();
+        } catch (e) {
+          emitError = e;
+        }
+      },
+    });
     tl.destroy();
     tl.destroy(-Errno.EIO);
     expect([dmaFenceGetStatus(f1), dmaFenceGetStatus(f2)]).toEqual([1, -Errno.ECANCELED]);
+    // A callback run by the forced signal cannot queue new work on the dying timeline.
+    expect((emitError as EmuError).code).toBe('ENODEV');
+    expect(tl.inFlight).toBe(0);
     expect(tl.watcherArmed).toBe(false);
     await expectErrno(() => tl.emit(), 'ENODEV');
     await withDeadline(tl.close(), MS, 'close after destroy');

@@ -267,8 +267,14 @@ export class DmaFenceSharedTimeline extends DmaFenceTimeline {
    */
   destroy(error: number = -Errno.ECANCELED): void {
     if (this.state === State.CLOSED) return;
-    this.forceComplete(error);
-    this.shutdown();
+    // Refuse emits first: a callback run by the forced signals must not queue a fence that
+    // nothing would ever complete.
+    this.state = State.CLOSING;
+    try {
+      this.forceComplete(error);
+    } finally {
+      this.shutdown();
+    }
   }
 
   private async drain(timeoutMs: number): Promise<void> {
