@@ -19,6 +19,8 @@
  * then `Atomics.store`s SEQNO (release), then notifies; readers `Atomics.load` SEQNO first.
  */
 
+import { layoutCheck } from '../layout.ts';
+
 export const HW_FENCE_MAGIC = 0x464e4345; // 'FNCE'
 export const HW_FENCE_VERSION = 1;
 
@@ -57,26 +59,9 @@ export const FENCE_FLAG_FORCED = 1 << 0;
 export const HW_FENCE_DEFAULT_RING_SIZE = 64;
 export const HW_FENCE_MAX_RING_SIZE = 1 << 16;
 
-// Load-time size check (SimBricks' SZCHECK habit): overlapping fields or a record that is not
-// the documented byte size fail on import, in the kernel and in every worker alike.
-function sizeCheck(
-  name: string,
-  fields: Readonly<Record<string, number>>,
-  words: number,
-  bytes: number,
-): void {
-  if (words * 4 !== bytes) throw new Error(`layout ${name}: ${words} words is not ${bytes} bytes`);
-  const seen = new Set<number>();
-  for (const [field, off] of Object.entries(fields)) {
-    if (!Number.isInteger(off) || off < 0 || off >= words || seen.has(off)) {
-      throw new Error(`layout ${name}: field ${field} at word ${off} overlaps or is outside ${words} words`);
-    }
-    seen.add(off);
-  }
-}
-sizeCheck('FenceMemHdr', FenceMemHdr, FENCE_MEM_HDR_WORDS, 64);
-sizeCheck('FenceSlotHdr', FenceSlotHdr, FENCE_SLOT_HDR_WORDS, 64);
-sizeCheck('FenceRingEntry', FenceRingEntry, FENCE_RING_ENTRY_WORDS, 16);
+layoutCheck('FenceMemHdr', FenceMemHdr, FENCE_MEM_HDR_WORDS, 64);
+layoutCheck('FenceSlotHdr', FenceSlotHdr, FENCE_SLOT_HDR_WORDS, 64);
+layoutCheck('FenceRingEntry', FenceRingEntry, FENCE_RING_ENTRY_WORDS, 16);
 
 /**
  * Where a hardware timeline lives: structured-cloneable, so it can be posted to a worker or
