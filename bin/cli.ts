@@ -8,6 +8,16 @@ const program = new Command();
 program.name('p2pemu').description('Emulator of Linux dma-buf buffer sharing across PCIe devices and hosts');
 
 program
+  .command('demo')
+  .description(
+    'single-host dma-buf demo: export, dynamic + static importers, move, invalidate, re-map, fences',
+  )
+  .action(async () => {
+    const { runDemo } = await import('../bench/demo/demo.ts');
+    process.exitCode = await runDemo({ out: process.stdout });
+  });
+
+program
   .command('bench [name]')
   .description('run a micro-benchmark (emulator against raw baselines); without a name, list them')
   .option('--iterations <n>', 'iterations per round', (v) => Number(v))

@@ -132,6 +132,8 @@ export class MockExporter {
   // Step 5: ordered after every fence on the old location; frees old pages only then.
   private async copyJob(deps: DmaFence[], old: PageList, next: PageList, fence: DmaFence): Promise<void> {
     const timeout = this.env.fenceTimeoutMs ?? 10_000;
+    // The copy engine runs asynchronously to the CPU that queued it, even with nothing to wait for.
+    await new Promise((r) => setImmediate(r));
     for (const dep of deps) {
       if ((await dmaFenceWaitTimeout(dep, timeout)) === 0) {
         this.leakedMoves++;

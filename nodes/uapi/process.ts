@@ -1,0 +1,53 @@
+/**
+ * A userspace process on an emulated host: its fd table and drm_syncobj handles. Every uapi call
+ * takes the process first, as a syscall implicitly takes `current`.
+ */
+import { err } from '../../common/errno.ts';
+import { DrmSyncobjTable } from '../kernel/dma-buf/syncobj.ts';
+import type { TestImporter } from '../kernel/dma-buf/test-importer.ts';
+import { FdTable } from '../kernel/fs/file.ts';
+import type { HostKernel } from '../kernel/kernel.ts';
+import { runInTask } from '../kernel/locking/task.ts';
+
+let nextPid = 100;
+
+export class Process {
+  readonly pid = nextPid++;
+  readonly name: string;
+  readonly kernel: HostKernel;
+  readonly fdt: FdTable;
+  readonly syncobjs: DrmSyncobjTable;
+  /** Test-importer instances this process opened (id -> importer). */
+  readonly importers = new Map<number, TestImporter>();
+  exited = false;
+
+  constructor(kernel: HostKernel, name: string) {
+    this.kernel = kernel;
+    this.name = name;
+    this.fdt = new FdTable(`${name}[${this.pid}]`);
+    this.syncobjs = new DrmSyncobjTable(this.fdt);
+  }
+
+  toString(): string {
+    return `${this.name}[${this.pid}]`;
+  }
+}
+
+/**
+ * Run one syscall: checks the process is alive, runs `fn` as its own kernel task (so the locks it
+ * takes are owned by this call). Errors are EmuErrors with errno codes.
+ */
+export function syscall<T>(proc: Process, name: string, fn: () => T): T {
+  if (!(proc instanceof Process)) throw err('EINVAL', `${name}: proc is not a process`);
+  if (proc.exited) throw err('ESRCH', `${name}: process ${proc} has exited`);
+  return runInTask(`${proc}:${name}`, fn);
+}
+
+/** Process exit: close test importers, then every fd (last closes release their objects). */
+export async function processExit(proc: Process): Promise<void> {
+  if (proc.exited) return;
+  for (const imp of proc.importers.values()) await runInTask(`${proc}:exit`, () => imp.close());
+  proc.importers.clear();
+  proc.fdt.closeAll();
+  proc.exited = true;
+}
