@@ -266,6 +266,9 @@ describe('dma-fence-shared with device workers', () => {
       forced: true,
     });
     expect(tl.forceComplete(-Errno.ETIMEDOUT)).toBe(0);
+    // The queued waitAsync resolves on the event loop at a time V8 chooses; close() is what
+    // guarantees no watcher is left behind.
+    await withDeadline(tl.close(), MS, 'close after force');
     expect(tl.watcherArmed).toBe(false);
   });
 });
