@@ -492,3 +492,34 @@ describe('dma-fence rules (kernel-semantics §2.2)', () => {
     expect(order).toEqual([0, 1, 2]);
   });
 });
+
+describe('dma-fence references', () => {
+  const counted = () => {
+    const released: DmaFence[] = [];
+    const ops = {
+      getDriverName: () => 'ref',
+      getTimelineName: () => 'ref',
+      release: (f: DmaFence) => released.push(f),
+    };
+    return { f: new DmaFence(ops, dmaFenceContextAlloc(1), 1), released };
+  };
+
+  it('dma-fence - ops.release still runs at the last put of a signalled fence (ops detached)', () => {
+    const { f, released } = counted();
+    dmaFenceSignal(f);
+    expect(f.ops).toBeNull();
+    dmaFencePut(f);
+    expect(released).toEqual([f]);
+    expect(() => dmaFencePut(f)).toThrow(/already released/);
+  });
+
+  it("dma-fence - a wait holds its own reference: dropping the caller's mid-wait does not release the fence", async () => {
+    const { f, released } = counted();
+    const waiting = dmaFenceWaitTimeout(f, 2_000);
+    dmaFencePut(f); // the caller's reference goes while the wait is pending
+    expect(released).toHaveLength(0);
+    dmaFenceSignal(f);
+    expect(await withDeadline(waiting, 2_000, 'wait')).toBeGreaterThan(0);
+    expect(released).toEqual([f]);
+  });
+});

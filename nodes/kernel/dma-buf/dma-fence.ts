@@ -45,7 +45,11 @@ export interface DmaFenceOps {
   signaled?(fence: DmaFence): boolean;
   /** "Needed by" hint, a monotonic time in ms (performance.now() clock). Optional, hint only. */
   setDeadline?(fence: DmaFence, deadlineMs: number): void;
-  /** Last reference dropped. Optional. */
+  /**
+   * Last reference dropped. Optional. Unlike the other ops it survives the detach at signal
+   * time: a signalled container must still drop its children (the kernel's dma_fence_release
+   * keeps the ops pointer for exactly this).
+   */
   release?(fence: DmaFence): void;
 }
 
@@ -110,6 +114,8 @@ export class DmaFence {
   private cbList: DmaFenceCb[] = [];
   // Names captured at signal time, since the ops go away then.
   private detachedNames: [string, string] | null = null;
+  // ops.release, kept past the detach at signal time.
+  private releaseOp: ((fence: DmaFence) => void) | undefined;
 
   /** dma_fence_init / dma_fence_init64. Throws EINVAL if a mandatory op is missing. */
   constructor(ops: DmaFenceOps, context: number, seqno: number, opts: { seqno64?: boolean } = {}) {
@@ -163,10 +169,17 @@ export class DmaFence {
     return true;
   }
 
+  /** @internal dmaFencePut's last reference: ops.release, detached or not. */
+  _release(): void {
+    const op = this.ops ? this.ops.release?.bind(this.ops) : this.releaseOp;
+    op?.(this);
+  }
+
   /** @internal: ops are dropped on signal; keep the names for sync_file info. */
   _detachOps(): void {
     if (!this.ops) return;
     this.detachedNames = [this.ops.getDriverName(this), this.ops.getTimelineName(this)];
+    this.releaseOp = this.ops.release?.bind(this.ops);
     this.ops = null;
   }
 }
@@ -182,7 +195,7 @@ export function dmaFencePut(fence: DmaFence | null | undefined): void {
   if (!fence) return;
   if (fence.refcount <= 0)
     throw err('EINVAL', `dmaFencePut: fence ${fence.context}:${fence.seqno} already released`);
-  if (--fence.refcount === 0) fence.ops?.release?.(fence);
+  if (--fence.refcount === 0) fence._release();
 }
 
 /**
@@ -341,8 +354,11 @@ export function dmaFenceWaitTimeout(
   if (timeoutMs === 0) return Promise.resolve(0);
   if (opts.signal?.aborted) return Promise.reject(err('ERESTARTSYS', 'dmaFenceWaitTimeout: interrupted'));
   const start = performance.now();
+  // Hold a reference for the wait: the caller's may go away while we sleep.
+  dmaFenceGet(fence);
   return new Promise<number>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
+    let done = false;
     const cb: DmaFenceCb = {
       func: () => {
         finish();
@@ -355,10 +371,14 @@ export function dmaFenceWaitTimeout(
       reject(err('ERESTARTSYS', 'dmaFenceWaitTimeout: interrupted'));
     };
     const finish = () => {
+      if (done) return;
+      done = true;
       if (timer) clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
+      dmaFencePut(fence);
     };
     if (dmaFenceAddCallback(fence, cb) !== 0) {
+      finish();
       resolve(Math.max(1, timeoutMs));
       return;
     }
@@ -390,6 +410,7 @@ export async function dmaFenceWaitAnyTimeout(
   if (timeoutMs === 0) return { remaining: 0, index: -1 };
   const start = performance.now();
   const cbs: DmaFenceCb[] = [];
+  const held = fences.map((f) => dmaFenceGet(f)); // keep them alive for the wait
   let timer: NodeJS.Timeout | undefined;
   try {
     return await new Promise((resolve, reject) => {
@@ -415,7 +436,8 @@ export async function dmaFenceWaitAnyTimeout(
     });
   } finally {
     if (timer) clearTimeout(timer);
-    fences.forEach((f, i) => dmaFenceRemoveCallback(f, cbs[i]));
+    for (let i = 0; i < cbs.length; i++) dmaFenceRemoveCallback(fences[i], cbs[i]);
+    for (const f of held) dmaFencePut(f);
   }
 }
 
