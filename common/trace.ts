@@ -13,6 +13,7 @@ const names = {
   dmabufExport: 'p2pemu:dmabuf:export',
   dmabufRelease: 'p2pemu:dmabuf:release',
   dmabufAttach: 'p2pemu:dmabuf:attach',
+  dmabufNegotiate: 'p2pemu:dmabuf:negotiate',
   dmabufDetach: 'p2pemu:dmabuf:detach',
   dmabufMap: 'p2pemu:dmabuf:map',
   dmabufUnmap: 'p2pemu:dmabuf:unmap',

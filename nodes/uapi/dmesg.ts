@@ -11,6 +11,10 @@ const formats: Partial<Record<TracePoint, Fmt>> = {
     `dma-buf: export ${m.buf} size ${m.size} (${m.dynamic ? 'dynamic exporter: pin/unpin' : 'static exporter'})`,
   dmabufAttach: (m) =>
     `dma-buf: ${m.dev} attached to ${m.buf} (${m.dynamic ? 'dynamic' : 'static'} importer, peer2peer=${m.peer2peer})`,
+  dmabufNegotiate: (m) =>
+    m.chosen
+      ? `dma-buf: ${m.dev} on ${m.buf}: interconnect ${m.chosen}`
+      : `dma-buf: ${m.dev} on ${m.buf}: no interconnect: ${m.error}`,
   dmabufMap: (m) =>
     `dma-buf: ${m.dev} mapped ${m.buf}: ${m.nents} DMA segment(s)${m.pinOnMap ? ', pinned on map' : ''}`,
   dmabufUnmap: (m) => `dma-buf: ${m.dev} unmapped ${m.buf}`,

@@ -28,6 +28,7 @@
  * when the caller holds a lock the call would take.
  */
 import type { Device } from '../device.ts';
+import type { NegotiationContext, Offer } from '../../../topology/negotiate.ts';
 import type { DmaBuf, DmaBufAttachment } from './dma-buf.ts';
 import type { DmaResv } from './dma-resv.ts';
 import type { DmaDataDirection, SgTable } from './scatterlist.ts';
@@ -75,6 +76,15 @@ export interface DmaBufOps {
    * Called by: dmaBufMmap() after the bounds check (rule 2). Lock: not held. Optional.
    */
   mmap?(dmabuf: DmaBuf, pgoff: number, pages: number): DmaBufCpuView;
+  /**
+   * The exporter's ordered list of interconnects it can provide to attach.dev (2025-26
+   * "mapping types" proposal, unmerged): VRAM on a private link, a dma_addr_t for a device, a
+   * PCI BAR slice, ... The core negotiates it against the importer's list at attach and records
+   * the winner in attach.mapType. `ctx` supplies the policy and the topology the match steps use.
+   * Called by: dmaBufAttach(), dmaBufDynamicAttach(), after ops.attach. Lock: not held. Optional:
+   * without it (or without an importer list) no negotiation happens.
+   */
+  matchMapping?(attach: DmaBufAttachment): { offers: Offer[]; ctx?: NegotiationContext };
   /** Kernel CPU view of the whole buffer. Called by: dmaBufVmap() on first use. Lock: held. Optional. */
   vmap?(dmabuf: DmaBuf): DmaBufCpuView;
   /** Drop the vmap. Called by: dmaBufVunmap() when the count reaches 0. Lock: held. Optional. */
@@ -106,6 +116,11 @@ export interface DmaBufAttachOps {
   invalidateMappings?(attach: DmaBufAttachment): void;
   /** Pre-2026 name of invalidateMappings; accepted as an alias. */
   moveNotify?(attach: DmaBufAttachment): void;
+  /**
+   * The importer's ordered list of interconnects it can use (one entry per PCIe path for a
+   * multipath device). Read once at attach, when the exporter has matchMapping. Optional.
+   */
+  mappingOffers?: readonly Offer[];
 }
 
 /**

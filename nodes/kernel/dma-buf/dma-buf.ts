@@ -9,6 +9,13 @@
  */
 import { err } from '../../../common/errno.ts';
 import { trace } from '../../../common/trace.ts';
+import {
+  type Chosen,
+  describeChosen,
+  formatNegotiationTrace,
+  negotiate,
+  type Offer,
+} from '../../../topology/negotiate.ts';
 import type { Device } from '../device.ts';
 import {
   type DmaBufAttachOps,
@@ -81,6 +88,8 @@ export class DmaBufAttachment {
   peer2peer: boolean;
   /** Exporter's per-attachment data. */
   priv: unknown = undefined;
+  /** The negotiated interconnect (attach->map_type on the mapping-types branch), if any. */
+  mapType: Chosen | null = null;
   /** Explicit dmaBufPin() count. */
   pinCount = 0;
   /** Importer-visible tables currently mapped, to the exporter's originals. */
@@ -246,6 +255,14 @@ async function attachCommon(
       `${fn}: exporter ${dmabuf.expName} set peer2peer on ${attach}; it may only clear it (rule 7)`,
     );
   }
+  if (dmabuf.ops.matchMapping && importerOps?.mappingOffers) {
+    try {
+      negotiateMapping(fn, attach, importerOps.mappingOffers);
+    } catch (e) {
+      if (dmabuf.ops.detach) await dmabuf.ops.detach(dmabuf, attach);
+      throw e;
+    }
+  }
   await dmaResvLock(dmabuf.resv, null);
   dmabuf.attachments.push(attach);
   dmaResvUnlock(dmabuf.resv);
@@ -256,6 +273,24 @@ async function attachCommon(
     peer2peer: attach.peer2peer,
   }));
   return attach;
+}
+
+// Match the exporter's offers against the importer's (kernel-semantics §5). A system-memory
+// winner (bounce) clears peer2peer, which the exporter then honours like any non-P2P importer.
+function negotiateMapping(fn: string, attach: DmaBufAttachment, importerOffers: readonly Offer[]): void {
+  const { offers, ctx } = attach.dmabuf.ops.matchMapping!(attach);
+  const r = negotiate(offers, importerOffers, ctx);
+  trace('dmabufNegotiate', () => ({
+    buf: String(attach.dmabuf),
+    dev: attach.dev.name,
+    chosen: r.ok ? describeChosen(r.chosen) : null,
+    error: r.ok ? null : r.error.message,
+    trace: formatNegotiationTrace(r.trace),
+  }));
+  if (!r.ok)
+    throw err(r.error.code, `${fn}: no interconnect for ${attach}: ${r.error.message}`, { cause: r.error });
+  attach.mapType = r.chosen;
+  if (r.chosen.bounce) attach.peer2peer = false;
 }
 
 /**
