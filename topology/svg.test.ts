@@ -57,4 +57,12 @@ hosts:
     expect(svg).toContain('a&lt;b &amp; c');
     expect(balanced(svg)).toBe(true);
   });
+
+  it('svg - left-aligned labels use a left-aligned class (a CSS text-anchor would override the attribute and clip them)', () => {
+    for (const name of ['dgx-like', 'leaf-spine']) {
+      const svg = renderSvg(load(`examples/${name}`));
+      expect(svg).not.toMatch(/class="s" text-anchor="start"/);
+      expect(svg).toMatch(/<text x="\d+" y="\d+" class="sl">nvlink|<text x="\d+" y="\d+" class="sl">/);
+    }
+  });
 });

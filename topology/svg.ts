@@ -110,7 +110,7 @@ export function renderSvg(topo: Topology): string {
     body.push(
       `<text x="${x0 + 10}" y="${top + 18}" class="h">${esc(`${host.id} (${host.hostname}) ${host.cpu.vendor} family 0x${host.cpu.family.toString(16)}`)}</text>`,
     );
-    body.push(`<text x="${x0 + 10}" y="${top + 35}" class="s" text-anchor="start">${esc(numa)}</text>`);
+    body.push(`<text x="${x0 + 10}" y="${top + 35}" class="sl">${esc(numa)}</text>`);
     const ox = x0 + PAD;
     const oy = top + HEADER_H;
     const abs = (id: string) => ({ x: ox + pos.get(id)!.x, y: oy + pos.get(id)!.y });
@@ -160,7 +160,7 @@ export function renderSvg(topo: Topology): string {
           `<line x1="${fmt(p.x + BOX_W / 2)}" y1="${fmt(p.y + BOX_H)}" x2="${fmt(p.x + BOX_W / 2)}" y2="${fmt(y)}" stroke="#9673a6" stroke-width="2"/>`,
         );
       body.push(
-        `<text x="${fmt(lo)}" y="${fmt(y + 18)}" class="s" text-anchor="start">${esc(`${l.kind} ${l.id}: NV${l.links}, ${(l.links * l.linkRate) / 1e9} GB/s per GPU per direction`)}</text></g>`,
+        `<text x="${fmt(lo)}" y="${fmt(y + 18)}" class="sl">${esc(`${l.kind} ${l.id}: NV${l.links}, ${(l.links * l.linkRate) / 1e9} GB/s per GPU per direction`)}</text></g>`,
       );
     }
     body.push('</g>');
@@ -171,12 +171,12 @@ export function renderSvg(topo: Topology): string {
   const fabricH = renderFabric(topo, totalW, hostsBottom, nicAnchor, body);
   const totalH = hostsBottom + fabricH + PAD + 24;
   body.push(
-    `<text x="${PAD}" y="${fmt(totalH - 10)}" class="s" text-anchor="start">${esc(`${topo.name} - ${topo.hash.slice(0, 12)} - red dashed: ACS redirect; dotted: inside a switch or root complex`)}</text>`,
+    `<text x="${PAD}" y="${fmt(totalH - 10)}" class="sl">${esc(`${topo.name} - ${topo.hash.slice(0, 12)} - red dashed: ACS redirect; dotted: inside a switch or root complex`)}</text>`,
   );
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${fmt(totalW)}" height="${fmt(totalH)}" viewBox="0 0 ${fmt(totalW)} ${fmt(totalH)}" font-family="sans-serif">`,
     `<title>${esc(`p2pemu topology ${topo.name}`)}</title>`,
-    '<style>.t{font-size:11px;font-weight:bold;text-anchor:middle}.s{font-size:9px;text-anchor:middle}.l{font-size:9px;fill:#1f4e79}.h{font-size:13px;font-weight:bold}.acs{font-size:9px;fill:#c00000;text-anchor:end;font-weight:bold}</style>',
+    '<style>.t{font-size:11px;font-weight:bold;text-anchor:middle}.s{font-size:9px;text-anchor:middle}.sl{font-size:9px;text-anchor:start}.l{font-size:9px;fill:#1f4e79}.h{font-size:13px;font-weight:bold}.acs{font-size:9px;fill:#c00000;text-anchor:end;font-weight:bold}</style>',
     `<rect width="100%" height="100%" fill="white"/>`,
     ...body,
     '</svg>',
