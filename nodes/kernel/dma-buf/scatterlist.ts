@@ -86,3 +86,40 @@ export function sgTableCreate(entries: readonly SgEntry[], cpu: readonly SgPage[
 export function sgTableImporterCopy(sgt: SgTable): SgTable {
   return Object.freeze({ entries: sgt.entries, cpu: Object.freeze([]), origNents: 0, length: sgt.length });
 }
+
+/**
+ * Visit the DMA segments covering [offset, offset + length) of `sgt`: `fn(dmaAddress, at, n)`
+ * gets each piece's DMA address, its offset into the range and its length. Stops at the first
+ * non-zero return and returns it (a DMA status), else 0. EINVAL if the range is outside the table.
+ */
+export function sgTableWalk(
+  sgt: SgTable,
+  offset: number,
+  length: number,
+  fn: (dmaAddress: number, at: number, n: number) => number,
+): number {
+  if (
+    !Number.isInteger(offset) ||
+    offset < 0 ||
+    !Number.isInteger(length) ||
+    length < 0 ||
+    offset + length > sgt.length
+  ) {
+    throw err('EINVAL', `sgTableWalk: [${offset}, +${length}) outside a ${sgt.length}-byte table`);
+  }
+  let skip = offset;
+  let at = 0;
+  for (const e of sgt.entries) {
+    if (at === length) break;
+    if (skip >= e.dmaLength) {
+      skip -= e.dmaLength;
+      continue;
+    }
+    const n = Math.min(e.dmaLength - skip, length - at);
+    const status = fn(e.dmaAddress + skip, at, n);
+    if (status !== 0) return status;
+    at += n;
+    skip = 0;
+  }
+  return 0;
+}

@@ -30,7 +30,7 @@ import {
 } from './dma-buf.ts';
 import { DmaResvUsage, dmaResvGetFences, dmaResvLock, dmaResvUnlock } from './dma-resv.ts';
 import { type DmaFence, dmaFenceWaitTimeout } from './dma-fence.ts';
-import { DmaDataDirection, type SgTable } from './scatterlist.ts';
+import { DmaDataDirection, type SgTable, sgTableWalk } from './scatterlist.ts';
 
 export interface TestImporterEvent {
   importer: string;
@@ -226,25 +226,15 @@ export class TestImporter {
     op: (addr: number, at: number, n: number) => number,
     kind: string,
   ): number {
-    let skip = offset;
-    let at = 0;
-    for (const e of sgt.entries) {
-      if (skip >= e.dmaLength) {
-        skip -= e.dmaLength;
-        continue;
-      }
-      const n = Math.min(e.dmaLength - skip, length - at);
-      const status = op(e.dmaAddress + skip, at, n);
-      if (status !== 0) {
-        this.event(
-          'fault',
-          `${kind} at dma address 0x${(e.dmaAddress + skip).toString(16)} failed with status ${status}`,
-        );
-        return status;
-      }
-      at += n;
-      skip = 0;
-      if (at === length) break;
+    let failedAt = -1;
+    const status = sgTableWalk(sgt, offset, length, (addr, at, n) => {
+      const st = op(addr, at, n);
+      if (st !== 0) failedAt = addr;
+      return st;
+    });
+    if (status !== 0) {
+      this.event('fault', `${kind} at dma address 0x${failedAt.toString(16)} failed with status ${status}`);
+      return status;
     }
     this.event('dma', `${kind} ${length} bytes at offset ${offset}`);
     return 0;
