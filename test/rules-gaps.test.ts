@@ -1,8 +1,6 @@
 // Tests for the kernel-semantics §1/§2 rules and §8 igt cases that no other test asserted, found
 // while writing docs/rules-coverage.md (which cites each of them by name). Every name carries the
-// rule or igt case it checks. The `it.fails` cases document known bugs: they pass while the bug is
-// there and fail once it is fixed, at which point they become plain `it` and the table row turns
-// from gap: to a citation.
+// rule or igt case it checks.
 import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../common/deadline.ts';
 import { EmuError } from '../common/errno.ts';
@@ -178,7 +176,7 @@ describe('kernel-semantics §1 gaps', () => {
 
   // Known bug: PageAllocator/PageList never clear pages, and the system heap exports them as they
   // are, so a new buffer shows the bytes of the buffer freed before it.
-  it.fails('dma-heap - rule 10 (known bug): a new system-heap buffer is cleared, not the previous buffer bytes', async () => {
+  it('dma-heap - rule 10: a new system-heap buffer is cleared, not the previous buffer bytes', async () => {
     const k = host(1 << 20);
     const heap = k.heaps.find('system');
     const pages = k.ramAlloc.freePages; // all of RAM: the second buffer has to reuse every page
@@ -194,7 +192,7 @@ describe('kernel-semantics §1 gaps', () => {
 
   // Known bug: MockExporter.create allocates VRAM without clearing it; a pin then hands an
   // importer the bytes of the buffer that used those pages before.
-  it.fails('mock-exporter - rule 10 (known bug): memory a pin returns is cleared, not the previous buffer bytes', async () => {
+  it('mock-exporter - rule 10: memory a pin returns is cleared, not the previous buffer bytes', async () => {
     const k = host();
     const vram = 64 * 1024;
     const env = k.mockExporterEnv(vram);

@@ -26,20 +26,25 @@ export class PageList {
 
   /**
    * Allocate `size` bytes (rounded up to pages) from `alloc`: scattered in runs of at most `maxRun`
-   * pages (as a fragmented host hands them out), or one contiguous run when `contiguous`.
+   * pages (as a fragmented host hands them out), or one contiguous run when `contiguous`. Pages
+   * are zeroed unless `zero` is false (only for a destination that is overwritten whole).
    * Throws: ENOMEM naming the region; EINVAL naming size.
    */
   static allocate(
     alloc: PageAllocator,
     size: number,
-    opts: { contiguous?: boolean; maxRun?: number } = {},
+    opts: { contiguous?: boolean; maxRun?: number; zero?: boolean } = {},
   ): PageList {
     if (!Number.isSafeInteger(size) || size <= 0) throw err('EINVAL', `PageList.allocate: size ${size}`);
     const pages = Math.ceil(size / PAGE_SIZE);
     const runs = opts.contiguous
       ? [alloc.allocContigPages(pages)]
       : alloc.allocPagesBulk(pages, opts.maxRun ?? 16);
-    return new PageList(alloc, runs);
+    const list = new PageList(alloc, runs);
+    // __GFP_ZERO: freed pages keep their last owner's bytes and nobody may see them (rule 10).
+    // Only a destination about to be overwritten whole (a move's copy) skips it.
+    if (opts.zero !== false) list.fill(0, list.size, 0);
+    return list;
   }
 
   get region() {
