@@ -3,7 +3,6 @@
 // rule or igt case it checks.
 import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../common/deadline.ts';
-import { EmuError } from '../common/errno.ts';
 import { DmaStatus } from '../nodes/fabric/dma.ts';
 import {
   dmaBufAttach,
@@ -80,6 +79,7 @@ import {
 import { FdTable } from '../nodes/kernel/fs/file.ts';
 import { HostKernel } from '../nodes/kernel/kernel.ts';
 import { runInTask } from '../nodes/kernel/locking/task.ts';
+import { expectCode } from './support/expect-errno.ts';
 
 const BIDI = DmaDataDirection.BIDIRECTIONAL;
 const MS = 2_000;
@@ -105,17 +105,6 @@ afterEach(() => {
   for (const fdt of fdts.splice(0)) fdt.closeAll();
   for (const k of kernels.splice(0)) k.close();
 });
-
-async function expectCode(p: Promise<unknown> | (() => unknown), code: string): Promise<EmuError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    return e as EmuError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
 
 async function locked<T>(resv: DmaResv, fn: () => Promise<T> | T): Promise<T> {
   await dmaResvLock(resv, null);

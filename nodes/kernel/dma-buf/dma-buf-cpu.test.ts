@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
-import { EmuError } from '../../../common/errno.ts';
 import {
   DMA_BUF_SYNC,
   EPOLLIN,
@@ -33,17 +32,7 @@ import {
 } from './dma-resv.ts';
 import { bytesView, mockFence, probeExport } from './fixtures/probe-exporter.ts';
 import { DmaDataDirection, PAGE_SIZE } from './scatterlist.ts';
-
-async function expectCode(p: Promise<unknown> | (() => unknown), code: string): Promise<EmuError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    return e as EmuError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
+import { expectCode } from '../../../test/support/expect-errno.ts';
 
 async function addFence(resv: DmaResv, f: DmaFence, usage: DmaResvUsage): Promise<void> {
   await dmaResvLock(resv, null);

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
-import { EmuError } from '../../../common/errno.ts';
 import { runInTask } from '../locking/task.ts';
 import {
   dmaBufAttach,
@@ -32,20 +31,10 @@ import {
 } from './dma-resv.ts';
 import { mockFence, probeDevice, probeExport } from './fixtures/probe-exporter.ts';
 import { DmaDataDirection, PAGE_SIZE } from './scatterlist.ts';
+import { expectCode } from '../../../test/support/expect-errno.ts';
 
 const BIDI = DmaDataDirection.BIDIRECTIONAL;
 const dev = probeDevice('gpu1');
-
-async function expectCode(p: Promise<unknown> | (() => unknown), code: string): Promise<EmuError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    return e as EmuError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
 
 async function locked<T>(
   buf: { resv: Parameters<typeof dmaResvLock>[0] },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
-import { EmuError } from '../../../common/errno.ts';
+import type { EmuError } from '../../../common/errno.ts';
 import { runInTask } from '../locking/task.ts';
 import { WwAcquireCtx } from '../locking/ww-mutex.ts';
 import {
@@ -30,6 +30,7 @@ import {
   dmaResvUsages,
   dmaResvWaitTimeout,
 } from './dma-resv.ts';
+import { expectCode } from '../../../test/support/expect-errno.ts';
 
 const mockOps = { getDriverName: () => 'mock', getTimelineName: () => 'mock' };
 const mockFence = (ctx = dmaFenceContextAlloc(1), seqno = 1) => new DmaFence(mockOps, ctx, seqno);
@@ -49,17 +50,6 @@ async function addFence(obj: DmaResv, f: DmaFence, usage: DmaResvUsage): Promise
     dmaResvAddFence(obj, f, usage);
   });
 }
-
-const expectCode = async (p: Promise<unknown> | (() => unknown), code: string) => {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    return e as EmuError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-};
 
 describe('dma-resv (st-dma-resv)', () => {
   it('dma-resv - sanitycheck: init, lock, unlock', async () => {

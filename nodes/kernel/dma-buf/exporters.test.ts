@@ -1,6 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
-import { EmuError } from '../../../common/errno.ts';
 import { DmaStatus } from '../../fabric/dma.ts';
 import { DmaAccess } from '../../fabric/iommu-layout.ts';
 import { HostKernel } from '../kernel.ts';
@@ -30,6 +29,7 @@ import { mockFence } from './fixtures/probe-exporter.ts';
 import { dmaHeapBufferAlloc } from './heaps/dma-heap.ts';
 import { MockExporter, Placement } from './mock-exporter.ts';
 import { DmaDataDirection, PAGE_SIZE } from './scatterlist.ts';
+import { expectCode } from '../../../test/support/expect-errno.ts';
 
 const BIDI = DmaDataDirection.BIDIRECTIONAL;
 let kernels: HostKernel[] = [];
@@ -46,17 +46,6 @@ afterEach(() => {
   for (const k of kernels) k.close();
   kernels = [];
 });
-
-async function expectCode(p: Promise<unknown> | (() => unknown), code: string): Promise<EmuError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    return e as EmuError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
 
 describe('system heap', () => {
   it('system-heap - a device writes through its IOMMU mapping and the CPU reads the same bytes', async () => {
