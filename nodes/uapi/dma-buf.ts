@@ -4,6 +4,7 @@
  * Errors: EBADF (fd not open), EINVAL (fd of another kind or a bad argument, named), ENOENT
  * (unknown heap), ENOMEM, ETIMEDOUT (a fence never signalled).
  */
+import { err } from '../../common/errno.ts';
 import {
   dmaBufIoctlSync,
   dmaBufLlseek,
@@ -34,6 +35,7 @@ export interface DmaHeapAllocationData {
 /** open("/dev/dma_heap/<heap>") + DMA_HEAP_IOCTL_ALLOC: a new dma-buf fd. */
 export function dmaHeapAlloc(proc: Process, heap: string, data: DmaHeapAllocationData): number {
   return syscall(proc, 'DMA_HEAP_IOCTL_ALLOC', () => {
+    if (!data || typeof data !== 'object') throw err('EINVAL', 'DMA_HEAP_IOCTL_ALLOC: data missing');
     const h = proc.kernel.heaps.find(heap);
     return dmaBufFd(proc.fdt, dmaHeapBufferAlloc(h, data.len, data.fd_flags ?? 0, data.heap_flags ?? 0));
   });

@@ -45,6 +45,7 @@ export function syscall<T>(proc: Process, name: string, fn: () => T): T {
 
 /** Process exit: close test importers, then every fd (last closes release their objects). */
 export async function processExit(proc: Process): Promise<void> {
+  if (!(proc instanceof Process)) throw err('EINVAL', 'processExit: proc is not a process');
   if (proc.exited) return;
   for (const imp of proc.importers.values()) await runInTask(`${proc}:exit`, () => imp.close());
   proc.importers.clear();
