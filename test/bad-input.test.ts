@@ -501,6 +501,581 @@ rows.push(
 );
 
 // ---------------------------------------------------------------------------------------------
+// uapi: nodes/uapi/sync.ts
+
+/** A process with two syncobj handles: 1 without a fence, 2 signalled. */
+function withSyncobjs(): Process {
+  const p = proc();
+  drmSyncobjCreate(p);
+  drmSyncobjCreate(p, 1);
+  return p;
+}
+
+rows.push(
+  {
+    entry: 'uapi/sync.syncIocMerge',
+    case: 'fd1 not open',
+    errno: 'EBADF',
+    message: /SYNC_IOC_MERGE: fd 50 is not open/,
+    call: () => {
+      const { p, fd } = withFence();
+      return syncIocMerge(p, 50, fd, 'm');
+    },
+  },
+  {
+    entry: 'uapi/sync.syncIocMerge',
+    case: 'fd2 is a timeline, not a sync_file',
+    errno: 'ENOENT',
+    message: /SYNC_IOC_MERGE: fd2 = 3 is not a sync_file/,
+    call: () => {
+      const { p, tl, fd } = withFence();
+      return syncIocMerge(p, fd, tl, 'm');
+    },
+  },
+  {
+    entry: 'uapi/sync.syncIocMerge',
+    case: 'name not a string',
+    errno: 'EINVAL',
+    message: /SYNC_IOC_MERGE: name is not a string/,
+    call: () => {
+      const { p, fd } = withFence();
+      return syncIocMerge(p, fd, fd, 5 as unknown as string);
+    },
+  },
+  {
+    entry: 'uapi/sync.syncIocFileInfo',
+    case: 'num_fences below the fence count',
+    errno: 'EINVAL',
+    message: /SYNC_IOC_FILE_INFO: num_fences 1 < 2 fences in fd \d+/,
+    call: () => {
+      const p = proc();
+      const a = swSyncIocCreateFence(p, swSyncOpen(p), 1);
+      const b = swSyncIocCreateFence(p, swSyncOpen(p), 1);
+      return syncIocFileInfo(p, syncIocMerge(p, a, b, 'ab'), { num_fences: 1 });
+    },
+  },
+  {
+    entry: 'uapi/sync.syncIocFileInfo',
+    case: 'closed fd',
+    errno: 'EBADF',
+    message: /SYNC_IOC_FILE_INFO: fd 4 is not open/,
+    call: () => {
+      const { p, fd } = withFence();
+      close(p, fd);
+      return syncIocFileInfo(p, fd);
+    },
+  },
+  {
+    entry: 'uapi/sync.syncIocSetDeadline',
+    case: 'deadline not a number',
+    errno: 'EINVAL',
+    message: /SYNC_IOC_SET_DEADLINE: deadline NaN is not a time/,
+    call: () => {
+      const { p, fd } = withFence();
+      return syncIocSetDeadline(p, fd, Number.NaN);
+    },
+  },
+  {
+    entry: 'uapi/sync.syncIocSetDeadline',
+    case: 'fd of a dma-buf',
+    errno: 'EINVAL',
+    message: /SYNC_IOC_SET_DEADLINE: fd 3 is a dma-buf, not a SyncFile/,
+    call: () => {
+      const { p, fd } = withBuf();
+      return syncIocSetDeadline(p, fd, 0);
+    },
+  },
+  {
+    entry: 'uapi/sync.syncFileWaitReady',
+    case: 'timeout not a number',
+    errno: 'EINVAL',
+    message: /poll: timeout NaN is not a number/,
+    call: () => {
+      const { p, fd } = withFence();
+      return syncFileWaitReady(p, fd, Number.NaN);
+    },
+  },
+  {
+    entry: 'uapi/sync.syncFileWaitReady',
+    case: 'fd not open',
+    errno: 'EBADF',
+    message: /poll: fd 12 is not open/,
+    call: () => syncFileWaitReady(proc(), 12, 0),
+  },
+  {
+    entry: 'uapi/sync.swSyncOpen',
+    case: 'name not a string',
+    errno: 'EINVAL',
+    message: /open\(sw_sync\): name is not a string/,
+    call: () => swSyncOpen(proc(), 5 as unknown as string),
+  },
+  {
+    entry: 'uapi/sync.swSyncIocCreateFence',
+    case: 'value not a u32',
+    errno: 'EINVAL',
+    message: /SW_SYNC_IOC_CREATE_FENCE: value -1 is not a u32/,
+    call: () => {
+      const { p, tl } = withFence();
+      return swSyncIocCreateFence(p, tl, -1);
+    },
+  },
+  {
+    entry: 'uapi/sync.swSyncIocCreateFence',
+    case: 'timeline fd is a sync_file',
+    errno: 'EINVAL',
+    message: /SW_SYNC_IOC_CREATE_FENCE: fd 4 is a sync_file, not a SyncTimeline/,
+    call: () => {
+      const { p, fd } = withFence();
+      return swSyncIocCreateFence(p, fd, 1);
+    },
+  },
+  {
+    entry: 'uapi/sync.swSyncIocCreateFence',
+    case: 'closed timeline fd',
+    errno: 'EBADF',
+    message: /SW_SYNC_IOC_CREATE_FENCE: fd 3 is not open/,
+    call: () => {
+      const { p, tl } = withFence();
+      close(p, tl);
+      return swSyncIocCreateFence(p, tl, 2);
+    },
+  },
+  {
+    entry: 'uapi/sync.swSyncIocInc',
+    case: 'inc past u32',
+    errno: 'EINVAL',
+    message: /SW_SYNC_IOC_INC: inc 4294967296 is not a u32/,
+    call: () => {
+      const { p, tl } = withFence();
+      return swSyncIocInc(p, tl, 2 ** 32);
+    },
+  },
+  {
+    entry: 'uapi/sync.swSyncIocInc',
+    case: 'inc not an integer',
+    errno: 'EINVAL',
+    message: /SW_SYNC_IOC_INC: inc 1\.5 is not a u32/,
+    call: () => {
+      const { p, tl } = withFence();
+      return swSyncIocInc(p, tl, 1.5);
+    },
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjCreate',
+    case: 'unknown flags bits',
+    errno: 'EINVAL',
+    message: /syncobjCreate: flags 0x2/,
+    call: () => drmSyncobjCreate(proc(), 2),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjCreate',
+    case: 'flags not an integer',
+    errno: 'EINVAL',
+    message: /syncobjCreate: flags 0x0\.8/,
+    call: () => drmSyncobjCreate(proc(), 0.5),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjDestroy',
+    case: 'unknown handle',
+    errno: 'EINVAL',
+    message: /syncobjDestroy: handle 7 is not a syncobj/,
+    call: () => drmSyncobjDestroy(withSyncobjs(), 7),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjDestroy',
+    case: 'handle destroyed twice',
+    errno: 'EINVAL',
+    message: /syncobjDestroy: handle 1 is not a syncobj/,
+    call: () => {
+      const p = withSyncobjs();
+      drmSyncobjDestroy(p, 1);
+      drmSyncobjDestroy(p, 1);
+    },
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjReset',
+    case: 'no handles',
+    errno: 'EINVAL',
+    message: /syncobjReset: count_handles is 0/,
+    call: () => drmSyncobjReset(withSyncobjs(), []),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjReset',
+    case: 'destroyed handle',
+    errno: 'ENOENT',
+    message: /syncobjReset: handles\[0\] = 1 is not a syncobj/,
+    call: () => {
+      const p = withSyncobjs();
+      drmSyncobjDestroy(p, 1);
+      drmSyncobjReset(p, [1]);
+    },
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjSignal',
+    case: 'second handle unknown',
+    errno: 'ENOENT',
+    message: /syncobjSignal: handles\[1\] = 9 is not a syncobj/,
+    call: () => drmSyncobjSignal(withSyncobjs(), [1, 9]),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjTimelineSignal',
+    case: 'points and handles differ in count',
+    errno: 'EINVAL',
+    message: /syncobjTimelineSignal: 2 points for 1 handles/,
+    call: () => drmSyncobjTimelineSignal(withSyncobjs(), [1], [1, 2]),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjTimelineSignal',
+    case: 'negative point',
+    errno: 'EINVAL',
+    message: /syncobjTimelineSignal: points\[0\] = -1 is not a u64 point/,
+    call: () => drmSyncobjTimelineSignal(withSyncobjs(), [1], [-1]),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjQuery',
+    case: 'unknown flags bits',
+    errno: 'EINVAL',
+    message: /syncobjQuery: flags 0x4/,
+    call: () => drmSyncobjQuery(withSyncobjs(), [1], 4),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjQuery',
+    case: 'destroyed handle',
+    errno: 'ENOENT',
+    message: /syncobjQuery: handles\[0\] = 2 is not a syncobj/,
+    call: () => {
+      const p = withSyncobjs();
+      drmSyncobjDestroy(p, 2);
+      return drmSyncobjQuery(p, [2]);
+    },
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjExportSyncFile',
+    case: 'unknown handle',
+    errno: 'ENOENT',
+    message: /syncobjHandleToFd: handle 5 is not a syncobj/,
+    call: () => drmSyncobjExportSyncFile(withSyncobjs(), 5),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjExportSyncFile',
+    case: 'syncobj without a fence',
+    errno: 'EINVAL',
+    message: /syncobjHandleToFd: handle 1 has no fence for point 0/,
+    call: () => drmSyncobjExportSyncFile(withSyncobjs(), 1),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjExportSyncFile',
+    case: 'point never submitted',
+    errno: 'EINVAL',
+    message: /syncobjHandleToFd: handle 1 has no fence for point 5/,
+    call: () => {
+      const p = withSyncobjs();
+      drmSyncobjTimelineSignal(p, [1], [1]);
+      return drmSyncobjExportSyncFile(p, 1, 5);
+    },
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjImportSyncFile',
+    case: 'fd is a dma-buf',
+    errno: 'EINVAL',
+    message: /syncobjFdToHandle: fd 3 is not a sync_file/,
+    call: () => {
+      const { p, fd } = withBuf();
+      drmSyncobjCreate(p);
+      return drmSyncobjImportSyncFile(p, 1, fd);
+    },
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjImportSyncFile',
+    case: 'unknown handle',
+    errno: 'ENOENT',
+    message: /syncobjFdToHandle: handle 9 is not a syncobj/,
+    call: () => {
+      const { p, fd } = withFence();
+      return drmSyncobjImportSyncFile(p, 9, fd);
+    },
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjWait',
+    case: 'no handles',
+    errno: 'EINVAL',
+    message: /syncobjWait: count_handles is 0/,
+    call: () => drmSyncobjWait(withSyncobjs(), [], null, 0),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjWait',
+    case: 'syncobj without a fence',
+    errno: 'EINVAL',
+    message: /syncobjWait: handles\[0\] = 1 has no fence for point 0/,
+    call: () => drmSyncobjWait(withSyncobjs(), [1], null, 10),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjWait',
+    case: 'WAIT_AVAILABLE on a binary wait',
+    errno: 'EINVAL',
+    message: /syncobjWait: flags 0x4/,
+    call: () => drmSyncobjWait(withSyncobjs(), [2], null, 0, 4),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjWait',
+    case: 'points and handles differ in count',
+    errno: 'EINVAL',
+    message: /syncobjTimelineWait: 2 points for 1 handles/,
+    call: () => drmSyncobjWait(withSyncobjs(), [2], [1, 2], 0),
+  },
+  {
+    entry: 'uapi/sync.drmSyncobjWait',
+    case: 'destroyed handle',
+    errno: 'ENOENT',
+    message: /syncobjWait: handles\[0\] = 2 is not a syncobj/,
+    call: () => {
+      const p = withSyncobjs();
+      drmSyncobjDestroy(p, 2);
+      return drmSyncobjWait(p, [2], null, 0);
+    },
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// uapi: nodes/uapi/test-devices.ts
+
+/** A process with a one-page mock-exporter buffer (in VRAM) at `fd`. */
+function withMock(): { p: Process; fd: number } {
+  const p = proc();
+  return { p, fd: mockExporterCreate(p, 4096) };
+}
+
+/** A process with a dynamic importer on device nic0 attached to a system-heap buffer. */
+async function withImporter(): Promise<{ p: Process; fd: number; id: number }> {
+  const { p, fd } = withBuf();
+  return { p, fd, id: await importerAttach(p, fd, { device: 'nic0', dynamic: true }) };
+}
+
+rows.push(
+  {
+    entry: 'uapi/test-devices.mockExporterCreate',
+    case: 'size not a page multiple',
+    errno: 'EINVAL',
+    message: /MockExporter\.create: size 100 is not a positive multiple of PAGE_SIZE/,
+    call: () => mockExporterCreate(proc(), 100),
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterCreate',
+    case: 'unknown placement',
+    errno: 'EINVAL',
+    message: /MockExporter\.create: placement "gpu" is not a Placement/,
+    call: () => mockExporterCreate(proc(), 4096, { placement: 'gpu' as never }),
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterInfo',
+    case: 'fd of a system-heap buffer',
+    errno: 'EINVAL',
+    message: /MOCK_EXPORTER_INFO: fd 3 is not a mock-exporter buffer/,
+    call: () => {
+      const { p, fd } = withBuf();
+      return mockExporterInfo(p, fd);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterInfo',
+    case: 'fd not open',
+    errno: 'EBADF',
+    message: /MOCK_EXPORTER_INFO: fd 3 is not open/,
+    call: () => mockExporterInfo(proc(), 3),
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterMove',
+    case: 'unknown target placement',
+    errno: 'EINVAL',
+    message: /MockExporter\.move: target "disk" is not a Placement/,
+    call: () => {
+      const { p, fd } = withMock();
+      return mockExporterMove(p, fd, 'disk' as never);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterMove',
+    case: 'revoked buffer',
+    errno: 'ENODEV',
+    message: /MockExporter\.move: dmabuf mock-exporter:\d+ is revoked/,
+    call: async () => {
+      const { p, fd } = withMock();
+      await mockExporterRevoke(p, fd, true);
+      return mockExporterMove(p, fd);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterMove',
+    case: 'pinned by a static importer',
+    errno: 'EBUSY',
+    message: /MockExporter\.move: dmabuf mock-exporter:\d+ is pinned \(rule 11\)/,
+    call: async () => {
+      const { p, fd } = withMock();
+      const id = await importerAttach(p, fd, { device: 'nic0', dynamic: false });
+      await importerWrite(p, id, 0, new Uint8Array(8)); // maps: pin-on-map
+      return mockExporterMove(p, fd);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterRevoke',
+    case: 'closed fd',
+    errno: 'EBADF',
+    message: /MOCK_EXPORTER_REVOKE: fd 3 is not open/,
+    call: () => {
+      const { p, fd } = withMock();
+      close(p, fd);
+      return mockExporterRevoke(p, fd, true);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.mockExporterRevoke',
+    case: 'fd of a sync_file',
+    errno: 'EINVAL',
+    message: /MOCK_EXPORTER_REVOKE: fd 4 is a sync_file, not a DmaBufFile/,
+    call: () => {
+      const { p, fd } = withFence();
+      return mockExporterRevoke(p, fd, true);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerAttach',
+    case: 'fd not open',
+    errno: 'EBADF',
+    message: /IMPORTER_ATTACH: fd 8 is not open/,
+    call: () => importerAttach(proc(), 8, { device: 'nic0', dynamic: true }),
+  },
+  {
+    entry: 'uapi/test-devices.importerAttach',
+    case: 'revoked buffer',
+    errno: 'ENODEV',
+    message: /mock_exporter_attach: dmabuf mock-exporter:\d+ is revoked/,
+    call: async () => {
+      const { p, fd } = withMock();
+      await mockExporterRevoke(p, fd, true);
+      return importerAttach(p, fd, { device: 'nic0', dynamic: true });
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerAttach',
+    case: 'empty device name',
+    errno: 'EINVAL',
+    message: /HostKernel\.addDevice: name missing/,
+    call: () => {
+      const { p, fd } = withBuf();
+      return importerAttach(p, fd, { device: '', dynamic: true });
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerAttach',
+    case: 'options missing',
+    errno: 'EINVAL',
+    message: /IMPORTER_ATTACH: opts missing/,
+    call: () => {
+      const { p, fd } = withBuf();
+      return importerAttach(p, fd, undefined as never);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerWrite',
+    case: 'unknown importer id',
+    errno: 'ENOENT',
+    message: /IMPORTER_WRITE: importer 999999 is not open in t\[\d+\]/,
+    call: () => importerWrite(proc(), 999999, 0, new Uint8Array(1)),
+  },
+  {
+    entry: 'uapi/test-devices.importerWrite',
+    case: 'offset beyond the buffer',
+    errno: 'EINVAL',
+    message: /sgTableWalk: \[1048576, \+1\) outside a 4096-byte table/,
+    call: async () => {
+      const { p, id } = await withImporter();
+      return importerWrite(p, id, 1 << 20, new Uint8Array(1));
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerWrite',
+    case: 'importer closed',
+    errno: 'ENOENT',
+    message: /IMPORTER_WRITE: importer \d+ is not open/,
+    call: async () => {
+      const { p, id } = await withImporter();
+      await importerClose(p, id);
+      return importerWrite(p, id, 0, new Uint8Array(1));
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerRead',
+    case: 'negative length',
+    errno: 'EINVAL',
+    message: /TestImporter\(nic0\)\.read: length -1/,
+    call: async () => {
+      const { p, id } = await withImporter();
+      return importerRead(p, id, 0, -1);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerRead',
+    case: 'unknown importer id',
+    errno: 'ENOENT',
+    message: /IMPORTER_READ: importer 999999 is not open/,
+    call: () => importerRead(proc(), 999999, 0, 1),
+  },
+  {
+    entry: 'uapi/test-devices.importerMapping',
+    case: 'importer closed',
+    errno: 'ENOENT',
+    message: /IMPORTER_MAPPING: importer \d+ is not open/,
+    call: async () => {
+      const { p, id } = await withImporter();
+      await importerClose(p, id);
+      return importerMapping(p, id);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerUnmap',
+    case: 'unknown importer id',
+    errno: 'ENOENT',
+    message: /IMPORTER_UNMAP: importer 999999 is not open/,
+    call: () => importerUnmap(proc(), 999999),
+  },
+  {
+    entry: 'uapi/test-devices.importerStaleWrite',
+    case: 'mapping missing',
+    errno: 'EINVAL',
+    message: /IMPORTER_STALE_WRITE: mapping has no entries/,
+    call: async () => {
+      const { p, id } = await withImporter();
+      return importerStaleWrite(p, id, null as never, new Uint8Array(1));
+    },
+  },
+  {
+    entry: 'uapi/test-devices.importerStaleWrite',
+    case: 'unknown importer id',
+    errno: 'ENOENT',
+    message: /IMPORTER_STALE_WRITE: importer 999999 is not open/,
+    call: () => importerStaleWrite(proc(), 999999, { entries: [] }, new Uint8Array(1)),
+  },
+  {
+    entry: 'uapi/test-devices.importerClose',
+    case: 'closed twice',
+    errno: 'ENOENT',
+    message: /IMPORTER_CLOSE: importer \d+ is not open/,
+    call: async () => {
+      const { p, id } = await withImporter();
+      await importerClose(p, id);
+      return importerClose(p, id);
+    },
+  },
+  {
+    entry: 'uapi/test-devices.iommuTranslate',
+    case: 'unknown device',
+    errno: 'ENODEV',
+    message: /host host0: no device named "gpu9"/,
+    call: () => iommuTranslate(proc(), 'gpu9', 0),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
 // The runner.
 
 async function outcome(row: Row): Promise<unknown> {

@@ -79,6 +79,7 @@ export interface ImporterOpenOptions {
 /** Open a test importer on `device` and attach it to dma-buf `fd`; returns the importer id. */
 export function importerAttach(proc: Process, fd: number, opts: ImporterOpenOptions): Promise<number> {
   return syscall(proc, 'IMPORTER_ATTACH', async () => {
+    if (!opts || typeof opts !== 'object') throw err('EINVAL', 'IMPORTER_ATTACH: opts missing');
     const file = proc.fdt.getAs(fd, DmaBufFile, 'IMPORTER_ATTACH');
     let dev: Device;
     try {
@@ -150,8 +151,11 @@ export function importerStaleWrite(
   mapping: { entries: { dmaAddress: number; dmaLength: number }[] },
   data: Uint8Array,
 ): number {
-  return syscall(proc, 'IMPORTER_STALE_WRITE', () =>
-    importer(proc, id, 'IMPORTER_STALE_WRITE').writeThrough(
+  return syscall(proc, 'IMPORTER_STALE_WRITE', () => {
+    const imp = importer(proc, id, 'IMPORTER_STALE_WRITE');
+    if (!mapping || !Array.isArray(mapping.entries))
+      throw err('EINVAL', 'IMPORTER_STALE_WRITE: mapping has no entries');
+    return imp.writeThrough(
       {
         entries: mapping.entries,
         cpu: [],
@@ -160,8 +164,8 @@ export function importerStaleWrite(
       },
       0,
       data,
-    ),
-  );
+    );
+  });
 }
 
 /** Detach and close the importer. */

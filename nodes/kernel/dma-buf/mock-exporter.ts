@@ -46,6 +46,11 @@ import { PAGE_SIZE, type SgTable } from './scatterlist.ts';
 export const Placement = { VRAM: 'vram', SYSTEM: 'system' } as const;
 export type Placement = (typeof Placement)[keyof typeof Placement];
 
+function checkPlacement(what: string, p: Placement): void {
+  if (p !== Placement.VRAM && p !== Placement.SYSTEM)
+    throw err('EINVAL', `${what} ${JSON.stringify(p)} is not a Placement`);
+}
+
 export interface MockExporterEnv {
   physMap: PhysMap;
   /** Host RAM. */
@@ -83,6 +88,7 @@ export class MockExporter {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
       throw err('EINVAL', `MockExporter.create: size ${size} is not a positive multiple of PAGE_SIZE`);
     }
+    checkPlacement('MockExporter.create: placement', placement);
     return new MockExporter(env, size, placement);
   }
 
@@ -93,9 +99,11 @@ export class MockExporter {
   /**
    * Move to `target` (default: the other placement) following DOC: move. Resolves with the KERNEL
    * fence of the copy job once it is published (not once the copy is done).
-   * Lock: takes the resv lock (EDEADLK if the caller holds it). Throws: EBUSY (pinned), ENODEV (revoked).
+   * Lock: takes the resv lock (EDEADLK if the caller holds it). Throws: EBUSY (pinned), ENODEV (revoked),
+   * EINVAL naming an unknown target.
    */
   async move(target?: Placement): Promise<DmaFence> {
+    if (target !== undefined) checkPlacement('MockExporter.move: target', target);
     const resv = this.dmabuf.resv;
     await dmaResvLock(resv, null);
     try {

@@ -136,6 +136,7 @@ function checkU32(v: number, who: string, what: string): void {
 
 /** open("/sys/kernel/debug/sync/sw_sync"): a new timeline fd named `name` (the task comm in Linux). */
 export function swSyncTimelineCreate(fdt: FdTable, name = 'sw_sync'): number {
+  if (typeof name !== 'string') throw err('EINVAL', 'open(sw_sync): name is not a string');
   return fdt.install(new SyncTimeline(name));
 }
 

@@ -71,11 +71,12 @@ export function syncFileGetFence(fdt: FdTable, fd: number): DmaFence {
  * SYNC_IOC_MERGE on `fd1` with `fd2`: a new sync_file fd, named `name` (truncated to 31 chars),
  * that signals when both have.
  * Throws: EBADF/EINVAL for `fd1` (the ioctl target), ENOENT if `fd2` is not a sync_file
- * (as sync_file_ioctl_merge), EINVAL for non-zero flags.
+ * (as sync_file_ioctl_merge), EINVAL for non-zero flags or a `name` that is not a string.
  */
 export function syncFileMerge(fdt: FdTable, fd1: number, fd2: number, name: string, flags = 0): number {
   const a = fdt.getAs(fd1, SyncFile, 'SYNC_IOC_MERGE');
   if (flags) throw err('EINVAL', `SYNC_IOC_MERGE: flags ${flags} must be 0`);
+  if (typeof name !== 'string') throw err('EINVAL', 'SYNC_IOC_MERGE: name is not a string');
   let b: SyncFile;
   try {
     b = fdt.getAs(fd2, SyncFile, 'SYNC_IOC_MERGE');
@@ -158,10 +159,14 @@ export function syncFileInfo(
  * `timeoutMs` (0 polls once; negative waits without a timer, so give the caller a deadline).
  * Polling enables signalling. A poll in flight holds its own fence reference, so closing the fd
  * meanwhile does not strand it (Linux's poll holds the file).
- * Throws (synchronously): EBADF/EINVAL for `fd`.
+ * Throws (synchronously): EBADF/EINVAL for `fd`; EINVAL for a `timeoutMs` that is not a number.
  */
 export function syncFilePoll(fdt: FdTable, fd: number, timeoutMs: number): Promise<number> {
-  const fence = dmaFenceGet(fdt.getAs(fd, SyncFile, 'poll').fence);
+  const file = fdt.getAs(fd, SyncFile, 'poll');
+  // NaN would neither poll once nor arm a timer: a wait that never ends.
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs))
+    throw err('EINVAL', `poll: timeout ${timeoutMs} is not a number`);
+  const fence = dmaFenceGet(file.fence);
   return new Promise<number>((resolve) => {
     let timer: NodeJS.Timeout | undefined;
     let finished = false;
@@ -192,10 +197,12 @@ export async function syncFileWait(
 
 /**
  * SYNC_IOC_SET_DEADLINE: forward a "needed by" hint (ms, performance.now clock) to the fence.
- * Throws: EBADF/EINVAL for `fd`; EINVAL for non-zero pad.
+ * Throws: EBADF/EINVAL for `fd`; EINVAL for non-zero pad or a deadline that is not a number.
  */
 export function syncFileSetDeadline(fdt: FdTable, fd: number, deadlineMs: number, pad = 0): void {
   const file = fdt.getAs(fd, SyncFile, 'SYNC_IOC_SET_DEADLINE');
   if (pad) throw err('EINVAL', `SYNC_IOC_SET_DEADLINE: pad ${pad} must be 0`);
+  if (typeof deadlineMs !== 'number' || Number.isNaN(deadlineMs))
+    throw err('EINVAL', `SYNC_IOC_SET_DEADLINE: deadline ${deadlineMs} is not a time`);
   dmaFenceSetDeadline(file.fence, deadlineMs);
 }

@@ -226,8 +226,8 @@ function checkPoints(points: readonly number[], n: number, who: string): void {
 
 /** DRM_IOCTL_SYNCOBJ_CREATE. Throws: EINVAL for unknown flags. */
 export function syncobjCreate(file: DrmSyncobjTable, flags = 0): number {
-  if (flags & ~DRM_SYNCOBJ_CREATE_FLAGS.SIGNALED)
-    throw err('EINVAL', `syncobjCreate: flags 0x${flags.toString(16)}`);
+  if (!Number.isInteger(flags) || flags & ~DRM_SYNCOBJ_CREATE_FLAGS.SIGNALED)
+    throw err('EINVAL', `syncobjCreate: flags 0x${Number(flags).toString(16)}`);
   const syncobj = new DrmSyncobj();
   if (flags & DRM_SYNCOBJ_CREATE_FLAGS.SIGNALED) assignNullHandle(syncobj);
   return file.install(syncobj);

@@ -150,6 +150,8 @@ export class TestImporter {
 
   /** Device read of `length` bytes at `offset`. */
   async read(offset: number, length: number): Promise<{ status: number; data: Uint8Array }> {
+    if (!Number.isSafeInteger(length) || length < 0)
+      throw err('EINVAL', `TestImporter(${this.dev.name}).read: length ${length}`);
     const sgt = await this.mapping();
     const data = new Uint8Array(length);
     const status = this.dma(
