@@ -180,8 +180,7 @@ export class DeviceRuntime {
       // the descriptor is copied out: the slot can go back to the kernel before the work runs.
       sq.release();
       const status = this.exec(model, cmd);
-      if (this.aborted) return n;
-      this.complete(cmd, status);
+      if (this.aborted || !this.complete(cmd, status)) return n;
       n++;
       if (status < 0) {
         this.errors++;
@@ -228,13 +227,13 @@ export class DeviceRuntime {
 
   // Write one completion entry. The CQ has as many slots as the SQ and the kernel keeps no more
   // jobs in flight than that, so a full CQ means the kernel is slow to reap: wait for it in
-  // bounded slices, and give up only on ABORT.
-  private complete(cmd: DeviceCommand, status: number): void {
+  // bounded slices, and give up only on ABORT (false: nothing written).
+  private complete(cmd: DeviceCommand, status: number): boolean {
     const cq = this.cq;
     let s = cq.claim();
     while (s < 0) {
       const stop = Atomics.load(this.ctl, DevCtl.STOP);
-      if (stop === DeviceStop.ABORT) return;
+      if (stop === DeviceStop.ABORT) return false;
       // a 1 ms nap: reaping is not notified; a stop request notifies STOP and ends it early.
       Atomics.wait(this.ctl, DevCtl.STOP, stop, 1);
       s = cq.claim();
@@ -245,6 +244,7 @@ export class DeviceRuntime {
     ringPutU64(w, s + Cqe.RESULT_LO, status < 0 ? 0 : cmd.result);
     w[s + Cqe.OPCODE] = cmd.opcode | 0;
     cq.commit();
+    return true;
   }
 
   // STALL test hook: busy for `ms`, sleeping on the SQ doorbell count, which a stop request

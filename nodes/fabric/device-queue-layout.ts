@@ -31,7 +31,7 @@ export const DevCtl = {
   VERSION: 1,
   /** DeviceState, written by the device; the kernel waits on it for RUNNING. */
   STATE: 2,
-  /** DeviceStop, written by the kernel, then the SQ doorbell is rung with force. */
+  /** DeviceStop, written by the kernel; then it notifies STOP and rings the SQ doorbell with force. */
   STOP: 3,
   /** Descriptors the device has completed (statistics, device writes). */
   DONE: 4,

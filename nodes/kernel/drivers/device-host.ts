@@ -8,7 +8,8 @@
  * starts the device worker with them. submit() writes one descriptor, emits the job's DmaFence
  * and rings the doorbell; submitBatch() writes N and rings once. One Atomics.waitAsync watcher
  * on the CQ doorbell (the device's interrupt) reaps completion entries, delivers each to its
- * job's callback, then lets the timeline signal the fences the device stored.
+ * job's callback, then lets the timeline signal the fences the device stored; poll() does the
+ * same synchronously. Contract and protocol: docs/device-contract.md.
  *
  * DOC: capacity
  * At most queueDepth jobs are in flight (posted, completion not yet reaped); submit() beyond
@@ -191,6 +192,20 @@ export class DeviceHost {
       const r = Atomics.waitAsync(this.ctl, DevCtl.STATE, st, left);
       if (r.async) await Promise.race([r.value, this.exited]);
     }
+  }
+
+  /**
+   * Reap the CQ now instead of waiting for the interrupt watcher (NAPI-style polling): delivers
+   * every completion the device has written (callbacks run inside this call) and signals the
+   * fences it stored. Returns completions delivered. A fence can signal before its completion is
+   * reaped, so a caller that waited for a fence and needs its slot back polls.
+   * Called by: drivers, kernel thread; not from inside a completion callback.
+   */
+  poll(): number {
+    if (this.state === HostState.DEAD) return 0;
+    const n = this.jobs.reap(false);
+    this.timeline.process();
+    return n;
   }
 
   /**
