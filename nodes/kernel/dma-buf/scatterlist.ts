@@ -36,6 +36,12 @@ export interface SgEntry {
   dmaAddress: number;
   /** sg_dma_len in bytes. */
   dmaLength: number;
+  /**
+   * A PCI bus address (P2PDMA map type BUS_ADDR: peer memory reached through a common switch,
+   * no IOMMU translation; the device uses dmaReadBus/dmaWriteBus). Absent: translated by the
+   * device's IOMMU domain (system memory, or peer memory THRU_HOST_BRIDGE).
+   */
+  bus?: true;
 }
 
 /** One page-side run (physical address and length). */
