@@ -7,6 +7,93 @@ import { afterEach, expect, it } from 'vitest';
 import { withDeadline } from '../common/deadline.ts';
 import { EmuError, type ErrnoName } from '../common/errno.ts';
 import { bootHost } from '../nodes/host.ts';
+import {
+  type DmaBuf,
+  type DmaBufAttachment,
+  dmaBufAttach,
+  dmaBufAttachmentIsDynamic,
+  dmaBufAttachRevocable,
+  dmaBufDetach,
+  dmaBufDynamicAttach,
+  dmaBufExport,
+  dmaBufInvalidateMappings,
+  dmaBufIsDynamic,
+  dmaBufIsPinned,
+  dmaBufMapAttachment,
+  dmaBufMapAttachmentUnlocked,
+  dmaBufMoveNotify,
+  dmaBufPin,
+  dmaBufPinOnMap,
+  dmaBufPut,
+  dmaBufUnmapAttachment,
+  dmaBufUnmapAttachmentUnlocked,
+  dmaBufUnpin,
+  getDmaBuf,
+} from '../nodes/kernel/dma-buf/dma-buf.ts';
+import {
+  dmaBufBeginCpuAccess,
+  dmaBufEndCpuAccess,
+  dmaBufIoctlSync,
+  dmaBufLlseek,
+  dmaBufMmap as kDmaBufMmap,
+  dmaBufPoll as kDmaBufPoll,
+  dmaBufPollMask,
+  dmaBufVmap,
+  dmaBufVmapUnlocked,
+  dmaBufVunmap,
+  dmaBufVunmapUnlocked,
+} from '../nodes/kernel/dma-buf/dma-buf-cpu.ts';
+import {
+  dmaBufFd,
+  dmaBufFromFd,
+  dmaBufGet,
+  dmaBufExportSyncFile as kDmaBufExportSyncFile,
+  dmaBufImportSyncFile as kDmaBufImportSyncFile,
+  dmaBufSetName as kDmaBufSetName,
+} from '../nodes/kernel/dma-buf/dma-buf-file.ts';
+import type { DmaBufAttachOps, DmaBufOps } from '../nodes/kernel/dma-buf/dma-buf-ops.ts';
+import {
+  type DmaFence,
+  dmaFenceAddCallback,
+  dmaFenceBeginSignalling,
+  dmaFenceContextAlloc,
+  dmaFenceEndSignalling,
+  dmaFenceSignal,
+} from '../nodes/kernel/dma-buf/dma-fence.ts';
+import { dmaFenceArrayCreate } from '../nodes/kernel/dma-buf/dma-fence-array.ts';
+import {
+  DmaResv,
+  DmaResvIter,
+  DmaResvUsage,
+  dmaResvAddFence,
+  dmaResvAssertHeld,
+  dmaResvAssertNotHeld,
+  dmaResvForEachFence,
+  dmaResvGetFences,
+  dmaResvGetSingleton,
+  dmaResvLock,
+  dmaResvLockInterruptible,
+  dmaResvLockSlow,
+  dmaResvReplaceFences,
+  dmaResvReserveFences,
+  dmaResvTestSignaled,
+  dmaResvTrylock,
+  dmaResvUnlock,
+  dmaResvWaitTimeout,
+} from '../nodes/kernel/dma-buf/dma-resv.ts';
+import {
+  mockFence,
+  probeDevice,
+  probeExport,
+  type ProbeOptions,
+} from '../nodes/kernel/dma-buf/fixtures/probe-exporter.ts';
+import { MockExporter } from '../nodes/kernel/dma-buf/mock-exporter.ts';
+import { DmaDataDirection, PAGE_SIZE } from '../nodes/kernel/dma-buf/scatterlist.ts';
+import { SyncFile, syncFileInstall } from '../nodes/kernel/dma-buf/sync-file.ts';
+import { swSyncTimelineCreate } from '../nodes/kernel/dma-buf/sw-sync.ts';
+import { FdTable, type FileObject } from '../nodes/kernel/fs/file.ts';
+import { runInTask } from '../nodes/kernel/locking/task.ts';
+import { WwAcquireCtx } from '../nodes/kernel/locking/ww-mutex.ts';
 import { HostKernel } from '../nodes/kernel/kernel.ts';
 import {
   close,
@@ -1072,6 +1159,1289 @@ rows.push(
     errno: 'ENODEV',
     message: /host host0: no device named "gpu9"/,
     call: () => iommuTranslate(proc(), 'gpu9', 0),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// Kernel fixtures for the dma-buf core: the probe exporter (no real memory) and lock states.
+
+const dev = probeDevice('gpu0');
+const BIDI = DmaDataDirection.BIDIRECTIONAL;
+const TO_DEVICE = DmaDataDirection.TO_DEVICE;
+const dynOps: DmaBufAttachOps = { allowPeer2peer: true, invalidateMappings: () => {} };
+
+/** A probe buffer (static exporter unless opts.dynamic). */
+function probe(opts: ProbeOptions = {}): DmaBuf {
+  return probeExport(opts).dmabuf;
+}
+
+/** A probe buffer whose last reference was dropped. */
+function released(): DmaBuf {
+  const b = probe();
+  dmaBufPut(b);
+  return b;
+}
+
+/** A buffer without mmap or vmap: only the mandatory ops. */
+function bare(): DmaBuf {
+  const ops: DmaBufOps = {
+    mapDmaBuf: () => ({ entries: [], cpu: [], origNents: 0, length: 0 }),
+    unmapDmaBuf: () => {},
+    release: () => {},
+  };
+  return dmaBufExport({ expName: 'bare', ops, size: PAGE_SIZE, priv: {} });
+}
+
+/** A dynamic attachment of gpu0 to a dynamic probe buffer. */
+async function dynAttach(): Promise<{ buf: DmaBuf; a: DmaBufAttachment }> {
+  const buf = probe({ dynamic: true });
+  return { buf, a: await dmaBufDynamicAttach(buf, dev, dynOps) };
+}
+
+/** An attachment that was detached again. */
+async function detached(): Promise<{ buf: DmaBuf; a: DmaBufAttachment }> {
+  const r = await dynAttach();
+  await dmaBufDetach(r.buf, r.a);
+  return r;
+}
+
+/** Run `fn` with `resv` locked outside any task (ROOT_TASK). */
+async function locked<T>(resv: DmaResv, fn: () => T | Promise<T>): Promise<T> {
+  await dmaResvLock(resv, null);
+  try {
+    return await fn();
+  } finally {
+    dmaResvUnlock(resv);
+  }
+}
+
+/** Run `fn` as a task that holds `resv`: the "held by the caller" checks see it as the owner. */
+function holding<T>(resv: DmaResv, fn: () => T | Promise<T>): Promise<T> {
+  return runInTask('bad-input', () => locked(resv, fn));
+}
+
+/** Run `fn` from a fence callback, i.e. inside a fence signalling section. */
+function inFenceCallback<T>(fn: () => T): T {
+  const f = mockFence();
+  type Out = { v: T } | { e: unknown };
+  let out = { e: new Error('callback did not run') } as Out;
+  dmaFenceAddCallback(f, {
+    func: () => {
+      try {
+        out = { v: fn() };
+      } catch (e) {
+        out = { e };
+      }
+    },
+  });
+  dmaFenceSignal(f);
+  if ('e' in out) throw out.e;
+  return out.v;
+}
+
+/** A mock-exporter buffer (VRAM) on a fresh kernel, with a dynamic attachment, then revoked. */
+async function revokedMock(): Promise<{ exp: MockExporter; a: DmaBufAttachment }> {
+  const exp = MockExporter.create(kernel().mockExporterEnv(1 << 20), PAGE_SIZE);
+  const a = await dmaBufDynamicAttach(exp.dmabuf, dev, dynOps);
+  await exp.revoke();
+  return { exp, a };
+}
+
+const B = String.raw`dmabuf probe:\d+`;
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/dma-buf/dma-buf.ts
+
+rows.push(
+  {
+    entry: 'dma-buf.dmaBufExport',
+    case: 'exp_info missing',
+    errno: 'EINVAL',
+    message: /dmaBufExport: exp_info missing/,
+    call: () => dmaBufExport(undefined as never),
+  },
+  {
+    entry: 'dma-buf.dmaBufExport',
+    case: 'priv missing',
+    errno: 'EINVAL',
+    message: /dmaBufExport: exp_info\.priv missing/,
+    call: () => dmaBufExport({ expName: 'x', ops: {} as DmaBufOps, size: PAGE_SIZE, priv: null }),
+  },
+  {
+    entry: 'dma-buf.dmaBufExport',
+    case: 'ops.release missing',
+    errno: 'EINVAL',
+    message: /dmaBufExport: exp_info\.ops\.release missing/,
+    call: () =>
+      dmaBufExport({
+        expName: 'x',
+        ops: { mapDmaBuf: () => ({}), unmapDmaBuf: () => {} } as unknown as DmaBufOps,
+        size: PAGE_SIZE,
+        priv: {},
+      }),
+  },
+  {
+    entry: 'dma-buf.dmaBufExport',
+    case: 'pin without unpin',
+    errno: 'EINVAL',
+    message: /dmaBufExport: exp_info\.ops\.pin and ops\.unpin must come as a pair/,
+    call: () =>
+      dmaBufExport({
+        expName: 'x',
+        ops: { mapDmaBuf: () => ({}), unmapDmaBuf: () => {}, release: () => {}, pin: () => {} } as never,
+        size: PAGE_SIZE,
+        priv: {},
+      }),
+  },
+  {
+    entry: 'dma-buf.dmaBufExport',
+    case: 'size not a page multiple',
+    errno: 'EINVAL',
+    message: /dmaBufExport: exp_info\.size 100 is not a positive multiple of PAGE_SIZE/,
+    call: () => probeExport({ size: 100 }),
+  },
+  {
+    entry: 'dma-buf.dmaBufExport',
+    case: 'expName empty',
+    errno: 'EINVAL',
+    message: /dmaBufExport: exp_info\.expName missing/,
+    call: () =>
+      dmaBufExport({
+        expName: '',
+        ops: { mapDmaBuf: () => ({}), unmapDmaBuf: () => {}, release: () => {} } as never,
+        size: PAGE_SIZE,
+        priv: {},
+      }),
+  },
+  {
+    entry: 'dma-buf.getDmaBuf',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`getDmaBuf: ${B} was released`),
+    call: () => getDmaBuf(released()),
+  },
+  {
+    entry: 'dma-buf.getDmaBuf',
+    case: 'not a dma-buf',
+    errno: 'EINVAL',
+    message: /getDmaBuf: dmabuf is not a dma-buf/,
+    call: () => getDmaBuf({} as DmaBuf),
+  },
+  {
+    entry: 'dma-buf.dmaBufPut',
+    case: 'put after the last reference',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufPut: ${B} was released`),
+    call: () => dmaBufPut(released()),
+  },
+  {
+    entry: 'dma-buf.dmaBufPut',
+    case: 'last reference with an attachment',
+    errno: 'EBUSY',
+    message: new RegExp(`dmaBufPut: last reference of ${B} dropped with 1 attachment`),
+    call: async () => dmaBufPut((await dynAttach()).buf),
+  },
+  {
+    entry: 'dma-buf.dmaBufPut',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufPut: dmabuf:probe lock is held by the caller/,
+    call: () => {
+      const buf = probe();
+      return holding(buf.resv, () => dmaBufPut(buf));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufAttach',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufAttach: ${B} was released`),
+    call: () => dmaBufAttach(released(), dev),
+  },
+  {
+    entry: 'dma-buf.dmaBufAttach',
+    case: 'dev missing',
+    errno: 'EINVAL',
+    message: /dmaBufAttach: dev is not a device/,
+    call: () => dmaBufAttach(probe(), undefined as never),
+  },
+  {
+    entry: 'dma-buf.dmaBufAttach',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufAttach: dmabuf:probe lock is held by the caller/,
+    call: () => {
+      const buf = probe();
+      return holding(buf.resv, () => dmaBufAttach(buf, dev));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufAttach',
+    case: 'exporter refuses the device',
+    errno: 'EBUSY',
+    message: /probe: attach of gpu0 refused/,
+    call: () => dmaBufAttach(probe({ refuseAttach: 'EBUSY' }), dev),
+  },
+  {
+    entry: 'dma-buf.dmaBufDynamicAttach',
+    case: 'importer_ops missing',
+    errno: 'EINVAL',
+    message: /dmaBufDynamicAttach: importer_ops missing/,
+    call: () => dmaBufDynamicAttach(probe(), dev, undefined as never),
+  },
+  {
+    entry: 'dma-buf.dmaBufDynamicAttach',
+    case: 'invalidateMappings missing',
+    errno: 'EINVAL',
+    message: /dmaBufDynamicAttach: importer_ops\.invalidateMappings missing/,
+    call: () => dmaBufDynamicAttach(probe(), dev, { allowPeer2peer: true }),
+  },
+  {
+    entry: 'dma-buf.dmaBufDynamicAttach',
+    case: 'revoked buffer',
+    errno: 'ENODEV',
+    message: /mock_exporter_attach: dmabuf mock-exporter:\d+ is revoked/,
+    call: async () => dmaBufDynamicAttach((await revokedMock()).exp.dmabuf, probeDevice('gpu1'), dynOps),
+  },
+  {
+    entry: 'dma-buf.dmaBufDetach',
+    case: 'detached attachment',
+    errno: 'EINVAL',
+    message: new RegExp(`dmaBufDetach: attachment of gpu0 to ${B} is detached`),
+    call: async () => {
+      const { buf, a } = await detached();
+      return dmaBufDetach(buf, a);
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufDetach',
+    case: 'attachment of another buffer',
+    errno: 'EINVAL',
+    message: new RegExp(`dmaBufDetach: attachment of gpu0 to ${B} does not belong to ${B}`),
+    call: async () => dmaBufDetach(probe(), (await dynAttach()).a),
+  },
+  {
+    entry: 'dma-buf.dmaBufDetach',
+    case: 'not an attachment',
+    errno: 'EINVAL',
+    message: /dmaBufDetach: attach is not a dma-buf attachment/,
+    call: () => dmaBufDetach(probe(), {} as DmaBufAttachment),
+  },
+  {
+    entry: 'dma-buf.dmaBufDetach',
+    case: 'still mapped',
+    errno: 'EBUSY',
+    message: /dmaBufDetach: attachment of gpu0 .* still has 1 mapping/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      await locked(buf.resv, () => dmaBufMapAttachment(a, BIDI));
+      return dmaBufDetach(buf, a);
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufDetach',
+    case: 'still pinned',
+    errno: 'EBUSY',
+    message: /dmaBufDetach: attachment of gpu0 .* is still pinned/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      await locked(buf.resv, () => dmaBufPin(a));
+      return dmaBufDetach(buf, a);
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufDetach',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufDetach: dmabuf:probe lock is held by the caller/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      return holding(buf.resv, () => dmaBufDetach(buf, a));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufPin',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufPin: dmabuf:probe lock must be held by the caller/,
+    call: async () => dmaBufPin((await dynAttach()).a),
+  },
+  {
+    entry: 'dma-buf.dmaBufPin',
+    case: 'resv held by another task',
+    errno: 'EPERM',
+    message: /dmaBufPin: dmabuf:probe lock must be held by the caller/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      return holding(buf.resv, () => runInTask('other', () => dmaBufPin(a)));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufPin',
+    case: 'static attachment',
+    errno: 'EINVAL',
+    message: /dmaBufPin: attachment of gpu0 .* is a static attachment/,
+    call: async () => {
+      const buf = probe({ dynamic: true });
+      const a = await dmaBufAttach(buf, dev);
+      return locked(buf.resv, () => dmaBufPin(a));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufPin',
+    case: 'detached attachment',
+    errno: 'EINVAL',
+    message: /dmaBufPin: attachment of gpu0 .* is detached/,
+    call: async () => {
+      const { buf, a } = await detached();
+      return locked(buf.resv, () => dmaBufPin(a));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufPin',
+    case: 'revoked buffer',
+    errno: 'ENODEV',
+    message: /mock_exporter_pin: dmabuf mock-exporter:\d+ is revoked/,
+    call: async () => {
+      const { exp, a } = await revokedMock();
+      return locked(exp.dmabuf.resv, () => dmaBufPin(a));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufUnpin',
+    case: 'not pinned',
+    errno: 'EINVAL',
+    message: /dmaBufUnpin: attachment of gpu0 .* is not pinned/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      return locked(buf.resv, () => dmaBufUnpin(a));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufUnpin',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufUnpin: dmabuf:probe lock must be held/,
+    call: async () => dmaBufUnpin((await dynAttach()).a),
+  },
+  {
+    entry: 'dma-buf.dmaBufMapAttachment',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufMapAttachment: dmabuf:probe lock must be held/,
+    call: async () => dmaBufMapAttachment((await dynAttach()).a, BIDI),
+  },
+  {
+    entry: 'dma-buf.dmaBufMapAttachment',
+    case: 'invalid direction',
+    errno: 'EINVAL',
+    message: /dmaBufMapAttachment: direction 7 is not a valid dma_data_direction/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      return locked(buf.resv, () => dmaBufMapAttachment(a, 7 as never));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufMapAttachment',
+    case: 'detached attachment',
+    errno: 'EINVAL',
+    message: /dmaBufMapAttachment: attachment of gpu0 .* is detached/,
+    call: async () => {
+      const { buf, a } = await detached();
+      return locked(buf.resv, () => dmaBufMapAttachment(a, BIDI));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufMapAttachment',
+    case: 'revoked buffer',
+    errno: 'ENODEV',
+    message: /mock_exporter_map: dmabuf mock-exporter:\d+ is revoked/,
+    call: async () => {
+      const { exp, a } = await revokedMock();
+      return locked(exp.dmabuf.resv, () => dmaBufMapAttachment(a, BIDI));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufUnmapAttachment',
+    case: 'sgt not a live mapping',
+    errno: 'EINVAL',
+    message: /dmaBufUnmapAttachment: sgt is not a live mapping of attachment of gpu0/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      return locked(buf.resv, () =>
+        dmaBufUnmapAttachment(a, { entries: [], cpu: [], origNents: 0, length: 0 }, BIDI),
+      );
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufUnmapAttachment',
+    case: 'direction differs from the map',
+    errno: 'EINVAL',
+    message: /dmaBufUnmapAttachment: direction 1 differs from the map's 0/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      return locked(buf.resv, async () => {
+        const sgt = await dmaBufMapAttachment(a, BIDI);
+        try {
+          await dmaBufUnmapAttachment(a, sgt, TO_DEVICE);
+        } finally {
+          await dmaBufUnmapAttachment(a, sgt, BIDI);
+        }
+      });
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufUnmapAttachment',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufUnmapAttachment: dmabuf:probe lock must be held/,
+    call: async () => {
+      const { a } = await dynAttach();
+      const sgt = await dmaBufMapAttachmentUnlocked(a, BIDI);
+      return dmaBufUnmapAttachment(a, sgt, BIDI);
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufMapAttachmentUnlocked',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufMapAttachmentUnlocked: dmabuf:probe lock is held by the caller/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      return holding(buf.resv, () => dmaBufMapAttachmentUnlocked(a, BIDI));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufMapAttachmentUnlocked',
+    case: 'called from a fence callback',
+    errno: 'EDEADLK',
+    message: /dmaResvLock\(dmabuf:probe\): called from a fence signalling section/,
+    call: async () => {
+      const { a } = await dynAttach();
+      return inFenceCallback(() => dmaBufMapAttachmentUnlocked(a, BIDI));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufMapAttachmentUnlocked',
+    case: 'detached attachment',
+    errno: 'EINVAL',
+    message: /dmaBufMapAttachmentUnlocked: attachment of gpu0 .* is detached/,
+    call: async () => dmaBufMapAttachmentUnlocked((await detached()).a, BIDI),
+  },
+  {
+    entry: 'dma-buf.dmaBufUnmapAttachmentUnlocked',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufUnmapAttachmentUnlocked: dmabuf:probe lock is held by the caller/,
+    call: async () => {
+      const { buf, a } = await dynAttach();
+      const sgt = await dmaBufMapAttachmentUnlocked(a, BIDI);
+      return holding(buf.resv, () => dmaBufUnmapAttachmentUnlocked(a, sgt, BIDI));
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufUnmapAttachmentUnlocked',
+    case: 'unmapped twice',
+    errno: 'EINVAL',
+    message: /dmaBufUnmapAttachment: sgt is not a live mapping/,
+    call: async () => {
+      const { a } = await dynAttach();
+      const sgt = await dmaBufMapAttachmentUnlocked(a, BIDI);
+      await dmaBufUnmapAttachmentUnlocked(a, sgt, BIDI);
+      return dmaBufUnmapAttachmentUnlocked(a, sgt, BIDI);
+    },
+  },
+  {
+    entry: 'dma-buf.dmaBufInvalidateMappings',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufInvalidateMappings: dmabuf:probe lock must be held/,
+    call: () => dmaBufInvalidateMappings(probe()),
+  },
+  {
+    entry: 'dma-buf.dmaBufInvalidateMappings',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufInvalidateMappings: ${B} was released`),
+    call: () => dmaBufInvalidateMappings(released()),
+  },
+  {
+    entry: 'dma-buf.dmaBufMoveNotify',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufInvalidateMappings: dmabuf:probe lock must be held/,
+    call: () => dmaBufMoveNotify(probe()),
+  },
+  {
+    entry: 'dma-buf.dmaBufIsDynamic',
+    case: 'not a dma-buf',
+    errno: 'EINVAL',
+    message: /dmaBufIsDynamic: dmabuf is not a dma-buf/,
+    call: () => dmaBufIsDynamic(undefined as never),
+  },
+  {
+    entry: 'dma-buf.dmaBufIsPinned',
+    case: 'not a dma-buf',
+    errno: 'EINVAL',
+    message: /dmaBufIsPinned: dmabuf is not a dma-buf/,
+    call: () => dmaBufIsPinned({} as DmaBuf),
+  },
+  {
+    entry: 'dma-buf.dmaBufAttachmentIsDynamic',
+    case: 'not an attachment',
+    errno: 'EINVAL',
+    message: /dmaBufAttachmentIsDynamic: attach is not a dma-buf attachment/,
+    call: () => dmaBufAttachmentIsDynamic({} as DmaBufAttachment),
+  },
+  {
+    entry: 'dma-buf.dmaBufPinOnMap',
+    case: 'not an attachment',
+    errno: 'EINVAL',
+    message: /dmaBufPinOnMap: attach is not a dma-buf attachment/,
+    call: () => dmaBufPinOnMap({} as DmaBufAttachment),
+  },
+  {
+    entry: 'dma-buf.dmaBufAttachRevocable',
+    case: 'not an attachment',
+    errno: 'EINVAL',
+    message: /dmaBufAttachRevocable: attach is not a dma-buf attachment/,
+    call: () => dmaBufAttachRevocable(null as never),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/dma-buf/dma-buf-cpu.ts
+
+rows.push(
+  {
+    entry: 'dma-buf-cpu.dmaBufBeginCpuAccess',
+    case: 'invalid direction',
+    errno: 'EINVAL',
+    message: /dmaBufBeginCpuAccess: direction 7/,
+    call: () => dmaBufBeginCpuAccess(probe(), 7 as never),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufBeginCpuAccess',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufBeginCpuAccess: ${B} was released`),
+    call: () => dmaBufBeginCpuAccess(released(), BIDI),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufBeginCpuAccess',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufBeginCpuAccess: dmabuf:probe lock is held by the caller/,
+    call: () => {
+      const buf = probe();
+      return holding(buf.resv, () => dmaBufBeginCpuAccess(buf, BIDI));
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufEndCpuAccess',
+    case: 'invalid direction',
+    errno: 'EINVAL',
+    message: /dmaBufEndCpuAccess: direction 3/,
+    call: () => dmaBufEndCpuAccess(probe(), DmaDataDirection.NONE),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufEndCpuAccess',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufEndCpuAccess: dmabuf:probe lock is held by the caller/,
+    call: () => {
+      const buf = probe();
+      return holding(buf.resv, () => dmaBufEndCpuAccess(buf, BIDI));
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufIoctlSync',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`DMA_BUF_IOCTL_SYNC: ${B} was released`),
+    call: () => dmaBufIoctlSync(released(), DMA_BUF_SYNC.RW),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufIoctlSync',
+    case: 'flags not a number',
+    errno: 'EINVAL',
+    message: /DMA_BUF_IOCTL_SYNC: flags 0xNaN has unknown bits/,
+    call: () => dmaBufIoctlSync(probe(), 'rw' as never),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufMmap',
+    case: 'pages 0',
+    errno: 'EINVAL',
+    message: /dmaBufMmap: pages 0/,
+    call: () => kDmaBufMmap(probe(), 0, 0),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufMmap',
+    case: 'exporter without mmap',
+    errno: 'EOPNOTSUPP',
+    message: /dmaBufMmap: exporter bare has no mmap/,
+    call: () => kDmaBufMmap(bare(), 0, 1),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufMmap',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufMmap: ${B} was released`),
+    call: () => kDmaBufMmap(released(), 0, 1),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufMmap',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufMmap: dmabuf:probe lock is held by the caller/,
+    call: () => {
+      const buf = probe();
+      return holding(buf.resv, () => kDmaBufMmap(buf, 0, 1));
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVmap',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufVmap: dmabuf:probe lock must be held/,
+    call: () => dmaBufVmap(probe()),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVmap',
+    case: 'exporter without vmap',
+    errno: 'EOPNOTSUPP',
+    message: /dmaBufVmap: exporter bare has no vmap/,
+    call: () => {
+      const buf = bare();
+      return locked(buf.resv, () => dmaBufVmap(buf));
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVmap',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufVmap: ${B} was released`),
+    call: () => dmaBufVmap(released()),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVunmap',
+    case: 'not vmapped',
+    errno: 'EINVAL',
+    message: new RegExp(`dmaBufVunmap: ${B} is not vmapped`),
+    call: () => {
+      const buf = probe();
+      return locked(buf.resv, () => dmaBufVunmap(buf, { length: 0, read() {}, write() {} }));
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVunmap',
+    case: 'view is not the vmap',
+    errno: 'EINVAL',
+    message: new RegExp(`dmaBufVunmap: view is not the current vmap of ${B}`),
+    call: () => {
+      const buf = probe();
+      return locked(buf.resv, () => {
+        const view = dmaBufVmap(buf);
+        try {
+          dmaBufVunmap(buf, { ...view });
+        } finally {
+          dmaBufVunmap(buf, view);
+        }
+      });
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVunmap',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaBufVunmap: dmabuf:probe lock must be held/,
+    call: async () => {
+      const buf = probe();
+      const view = await dmaBufVmapUnlocked(buf);
+      dmaBufVunmap(buf, view);
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVmapUnlocked',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufVmapUnlocked: dmabuf:probe lock is held by the caller/,
+    call: () => {
+      const buf = probe();
+      return holding(buf.resv, () => dmaBufVmapUnlocked(buf));
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVmapUnlocked',
+    case: 'called from a fence callback',
+    errno: 'EDEADLK',
+    message: /dmaResvLock\(dmabuf:probe\): called from a fence signalling section/,
+    call: () => {
+      const buf = probe();
+      return inFenceCallback(() => dmaBufVmapUnlocked(buf));
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVunmapUnlocked',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /dmaBufVunmapUnlocked: dmabuf:probe lock is held by the caller/,
+    call: async () => {
+      const buf = probe();
+      const view = await dmaBufVmapUnlocked(buf);
+      try {
+        await holding(buf.resv, () => dmaBufVunmapUnlocked(buf, view));
+      } finally {
+        await dmaBufVunmapUnlocked(buf, view);
+      }
+    },
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufVunmapUnlocked',
+    case: 'not vmapped',
+    errno: 'EINVAL',
+    message: new RegExp(`dmaBufVunmap: ${B} is not vmapped`),
+    call: () => dmaBufVunmapUnlocked(probe(), { length: 0, read() {}, write() {} }),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufLlseek',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufLlseek: ${B} was released`),
+    call: () => dmaBufLlseek(released(), 0, SEEK_SET),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufLlseek',
+    case: 'unknown whence',
+    errno: 'EINVAL',
+    message: /dmaBufLlseek: whence 9 \(SEEK_SET or SEEK_END only\)/,
+    call: () => dmaBufLlseek(probe(), 0, 9),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufPollMask',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufPoll: ${B} was released`),
+    call: () => dmaBufPollMask(released()),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufPoll',
+    case: 'timeout not a number',
+    errno: 'EINVAL',
+    message: /dmaBufPoll: timeout NaN/,
+    call: () => kDmaBufPoll(probe(), 1, Number.NaN),
+  },
+  {
+    entry: 'dma-buf-cpu.dmaBufPoll',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufPoll: ${B} was released`),
+    call: () => kDmaBufPoll(released(), 1, 0),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/dma-buf/dma-buf-file.ts and nodes/kernel/fs/file.ts
+
+/** A file object of no particular kind. */
+class Dummy implements FileObject {
+  readonly kind = 'dummy';
+  release(): void {}
+}
+
+rows.push(
+  {
+    entry: 'dma-buf-file.dmaBufFd',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`dmaBufFd: ${B} was released`),
+    call: () => dmaBufFd(new FdTable(), released()),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufFd',
+    case: 'not a dma-buf',
+    errno: 'EINVAL',
+    message: /dmaBufFd: dmabuf is not a dma-buf/,
+    call: () => dmaBufFd(new FdTable(), {} as DmaBuf),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufGet',
+    case: 'fd not open',
+    errno: 'EBADF',
+    message: /dmaBufGet: fd 5 is not open in host/,
+    call: () => dmaBufGet(new FdTable(), 5),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufGet',
+    case: 'fd of an sw_sync timeline',
+    errno: 'EINVAL',
+    message: /dmaBufGet: fd 3 is a sw_sync, not a DmaBufFile/,
+    call: () => {
+      const fdt = new FdTable();
+      return dmaBufGet(fdt, swSyncTimelineCreate(fdt));
+    },
+  },
+  {
+    entry: 'dma-buf-file.dmaBufFromFd',
+    case: 'buffer behind the fd released',
+    errno: 'EBADF',
+    message: new RegExp(`probe-ioctl: ${B} was released`),
+    call: () => {
+      const fdt = new FdTable();
+      const buf = probe();
+      const fd = dmaBufFd(fdt, buf);
+      dmaBufPut(buf); // drops the fd's reference behind its back
+      return dmaBufFromFd(fdt, fd, 'probe-ioctl');
+    },
+  },
+  {
+    entry: 'dma-buf-file.dmaBufSetName',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`DMA_BUF_SET_NAME: ${B} was released`),
+    call: () => kDmaBufSetName(released(), 'x'),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufSetName',
+    case: 'name of 32 UTF-8 bytes',
+    errno: 'EINVAL',
+    message: /DMA_BUF_SET_NAME: name is 32 bytes, at most 31/,
+    call: () => kDmaBufSetName(probe(), 'é'.repeat(16)),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufExportSyncFile',
+    case: 'flags with END',
+    errno: 'EINVAL',
+    message: /DMA_BUF_IOCTL_EXPORT_SYNC_FILE: flags 0x4 must be DMA_BUF_SYNC_READ and\/or WRITE/,
+    call: () => kDmaBufExportSyncFile(new FdTable(), probe(), DMA_BUF_SYNC.END),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufExportSyncFile',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`DMA_BUF_IOCTL_EXPORT_SYNC_FILE: ${B} was released`),
+    call: () => kDmaBufExportSyncFile(new FdTable(), released(), DMA_BUF_SYNC.READ),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufImportSyncFile',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /DMA_BUF_IOCTL_IMPORT_SYNC_FILE: dmabuf:probe lock is held by the caller/,
+    call: () => {
+      const fdt = new FdTable();
+      const buf = probe();
+      const syncFd = syncFileInstall(fdt, mockFence());
+      return holding(buf.resv, () => kDmaBufImportSyncFile(fdt, buf, DMA_BUF_SYNC.WRITE, syncFd));
+    },
+  },
+  {
+    entry: 'dma-buf-file.dmaBufImportSyncFile',
+    case: 'sync fd not open',
+    errno: 'EBADF',
+    message: /syncFileGetFence: fd 3 is not open/,
+    call: () => kDmaBufImportSyncFile(new FdTable(), probe(), DMA_BUF_SYNC.READ, 3),
+  },
+  {
+    entry: 'dma-buf-file.dmaBufImportSyncFile',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`DMA_BUF_IOCTL_IMPORT_SYNC_FILE: ${B} was released`),
+    call: () => kDmaBufImportSyncFile(new FdTable(), released(), DMA_BUF_SYNC.READ, 3),
+  },
+  {
+    entry: 'fs/file.FdTable.get',
+    case: 'fd not open',
+    errno: 'EBADF',
+    message: /fdget: fd 3 is not open in host/,
+    call: () => new FdTable().get(3),
+  },
+  {
+    entry: 'fs/file.FdTable.get',
+    case: 'negative fd',
+    errno: 'EBADF',
+    message: /fdget: fd -1 is not open/,
+    call: () => new FdTable().get(-1),
+  },
+  {
+    entry: 'fs/file.FdTable.getAs',
+    case: 'fd of another kind',
+    errno: 'EINVAL',
+    message: /probe-ioctl: fd 3 is a dummy, not a SyncFile/,
+    call: () => {
+      const fdt = new FdTable();
+      return fdt.getAs(fdt.install(new Dummy()), SyncFile, 'probe-ioctl');
+    },
+  },
+  {
+    entry: 'fs/file.FdTable.close',
+    case: 'closed twice',
+    errno: 'EBADF',
+    message: /close: fd 3 is not open in proc7/,
+    call: () => {
+      const fdt = new FdTable('proc7');
+      const fd = fdt.install(new Dummy());
+      fdt.close(fd);
+      fdt.close(fd);
+    },
+  },
+  {
+    entry: 'fs/file.FdTable.dup',
+    case: 'fd not open',
+    errno: 'EBADF',
+    message: /dup: fd 4 is not open/,
+    call: () => new FdTable().dup(4),
+  },
+  {
+    entry: 'fs/file.FdTable.sendFd',
+    case: 'closed fd',
+    errno: 'EBADF',
+    message: /sendFd: fd 3 is not open/,
+    call: () => {
+      const fdt = new FdTable();
+      fdt.close(fdt.install(new Dummy()));
+      return fdt.sendFd(3);
+    },
+  },
+  {
+    entry: 'fs/file.FdTable.receiveFd',
+    case: 'token received twice',
+    errno: 'EINVAL',
+    message: /receiveFd: token \d+ is not in flight/,
+    call: () => {
+      const a = new FdTable();
+      const token = a.sendFd(a.install(new Dummy()));
+      const b = new FdTable();
+      b.receiveFd(token);
+      return b.receiveFd(token);
+    },
+  },
+  {
+    entry: 'fs/file.FdTable.install',
+    case: 'not a file object',
+    errno: 'EINVAL',
+    message: /fdInstall\(host\): obj is not a file object/,
+    call: () => new FdTable().install({} as FileObject),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/dma-buf/dma-resv.ts (and the ww_mutex under it)
+
+const notResv = {} as DmaResv;
+
+rows.push(
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'not a dma_resv',
+    errno: 'EINVAL',
+    message: /dmaResvLock: obj is not a dma_resv/,
+    call: () => dmaResvLock(notResv),
+  },
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'recursive locking by the same task',
+    errno: 'EDEADLK',
+    message: /wwMutexLock\(r\): task bad-input already holds it \(recursive locking\)/,
+    call: () => {
+      const r = new DmaResv('r');
+      return holding(r, () => dmaResvLock(r));
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'taken in a fence callback',
+    errno: 'EDEADLK',
+    message: /dmaResvLock\(r\): called from a fence signalling section/,
+    call: () => {
+      const r = new DmaResv('r');
+      return inFenceCallback(() => dmaResvLock(r));
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'inside dmaFenceBeginSignalling',
+    errno: 'EDEADLK',
+    message: /dmaResvLock\(r\): called from a fence signalling section/,
+    call: () => {
+      const cookie = dmaFenceBeginSignalling();
+      try {
+        return dmaResvLock(new DmaResv('r'));
+      } finally {
+        dmaFenceEndSignalling(cookie);
+      }
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'ctx after acquireDone',
+    errno: 'EINVAL',
+    message: /wwMutexLock\(r\): ctx c after acquireDone/,
+    call: () => {
+      const ctx = new WwAcquireCtx('c');
+      ctx.acquireDone();
+      return dmaResvLock(new DmaResv('r'), ctx);
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'ctx finished',
+    errno: 'EINVAL',
+    message: /wwMutexLock\(r\): ctx c finished/,
+    call: () => {
+      const ctx = new WwAcquireCtx('c');
+      ctx.acquireFini();
+      return dmaResvLock(new DmaResv('r'), ctx);
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'ctx already holds it',
+    errno: 'EALREADY',
+    message: /wwMutexLock\(r\): held by ctx c/,
+    call: async () => {
+      const r = new DmaResv('r');
+      const ctx = new WwAcquireCtx('c');
+      await dmaResvLock(r, ctx);
+      try {
+        await dmaResvLock(r, ctx);
+      } finally {
+        dmaResvUnlock(r);
+      }
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLock',
+    case: 'younger ctx meets an older holder',
+    errno: 'EDEADLK',
+    message: /wwMutexLock\(r1\): ctx young must back off/,
+    call: async () => {
+      const [r1, r2] = [new DmaResv('r1'), new DmaResv('r2')];
+      const old = new WwAcquireCtx('old');
+      const young = new WwAcquireCtx('young');
+      await dmaResvLock(r2, young);
+      await dmaResvLock(r1, old);
+      try {
+        await dmaResvLock(r1, young);
+      } finally {
+        dmaResvUnlock(r1);
+        dmaResvUnlock(r2);
+      }
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLockInterruptible',
+    case: 'signal already aborted',
+    errno: 'ERESTARTSYS',
+    message: /wwMutexLock\(r\): interrupted/,
+    call: () => {
+      const r = new DmaResv('r');
+      return locked(r, () => dmaResvLockInterruptible(r, null, AbortSignal.abort()));
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLockSlow',
+    case: 'ctx still holds a lock',
+    errno: 'EINVAL',
+    message: /dmaResvLockSlow\(r\): ctx c still holds 1 lock/,
+    call: async () => {
+      const [r, held] = [new DmaResv('r'), new DmaResv('held')];
+      const ctx = new WwAcquireCtx('c');
+      await dmaResvLock(held, ctx);
+      try {
+        await dmaResvLockSlow(r, ctx);
+      } finally {
+        dmaResvUnlock(held);
+      }
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvLockSlow',
+    case: 'taken in a fence callback',
+    errno: 'EDEADLK',
+    message: /dmaResvLockSlow\(r\): called from a fence signalling section/,
+    call: () => inFenceCallback(() => dmaResvLockSlow(new DmaResv('r'), new WwAcquireCtx('c'))),
+  },
+  {
+    entry: 'dma-resv.dmaResvTrylock',
+    case: 'taken in a fence callback',
+    errno: 'EDEADLK',
+    message: /dmaResvTrylock\(r\): called from a fence signalling section/,
+    call: () => inFenceCallback(() => dmaResvTrylock(new DmaResv('r'))),
+  },
+  {
+    entry: 'dma-resv.dmaResvTrylock',
+    case: 'not a dma_resv',
+    errno: 'EINVAL',
+    message: /dmaResvTrylock: obj is not a dma_resv/,
+    call: () => dmaResvTrylock(notResv),
+  },
+  {
+    entry: 'dma-resv.dmaResvUnlock',
+    case: 'not locked',
+    errno: 'EPERM',
+    message: /wwMutexUnlock\(r\): not locked/,
+    call: () => dmaResvUnlock(new DmaResv('r')),
+  },
+  {
+    entry: 'dma-resv.dmaResvUnlock',
+    case: 'not a dma_resv',
+    errno: 'EINVAL',
+    message: /dmaResvUnlock: obj is not a dma_resv/,
+    call: () => dmaResvUnlock(notResv),
+  },
+  {
+    entry: 'dma-resv.dmaResvReserveFences',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaResvReserveFences: r lock must be held by the caller/,
+    call: () => dmaResvReserveFences(new DmaResv('r'), 1),
+  },
+  {
+    entry: 'dma-resv.dmaResvReserveFences',
+    case: 'negative num',
+    errno: 'EINVAL',
+    message: /dmaResvReserveFences: num -1/,
+    call: () => {
+      const r = new DmaResv('r');
+      return locked(r, () => dmaResvReserveFences(r, -1));
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvAddFence',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaResvAddFence: r lock must be held/,
+    call: () => dmaResvAddFence(new DmaResv('r'), mockFence(), DmaResvUsage.READ),
+  },
+  {
+    entry: 'dma-resv.dmaResvAddFence',
+    case: 'unknown usage',
+    errno: 'EINVAL',
+    message: /dmaResvAddFence: usage 7 is not a dma_resv_usage/,
+    call: () => {
+      const r = new DmaResv('r');
+      return locked(r, () => dmaResvAddFence(r, mockFence(), 7 as never));
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvAddFence',
+    case: 'container fence',
+    errno: 'EINVAL',
+    message: /dmaResvAddFence: container fences may not be added/,
+    call: () => {
+      const r = new DmaResv('r');
+      const array = dmaFenceArrayCreate([mockFence(), mockFence()], dmaFenceContextAlloc(), 1, false);
+      return locked(r, () => {
+        dmaResvReserveFences(r, 1);
+        dmaResvAddFence(r, array, DmaResvUsage.READ);
+      });
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvAddFence',
+    case: 'no reserved slot',
+    errno: 'ENOSPC',
+    message: /dmaResvAddFence\(r\): no reserved slot/,
+    call: () => {
+      const r = new DmaResv('r');
+      return locked(r, () => dmaResvAddFence(r, mockFence(), DmaResvUsage.READ));
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvAddFence',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaResvAddFence: fence is not a DmaFence/,
+    call: () => {
+      const r = new DmaResv('r');
+      return locked(r, () => {
+        dmaResvReserveFences(r, 1);
+        dmaResvAddFence(r, {} as DmaFence, DmaResvUsage.READ);
+      });
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvReplaceFences',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaResvReplaceFences: r lock must be held/,
+    call: () => dmaResvReplaceFences(new DmaResv('r'), 1, mockFence(), DmaResvUsage.READ),
+  },
+  {
+    entry: 'dma-resv.dmaResvReplaceFences',
+    case: 'unknown usage',
+    errno: 'EINVAL',
+    message: /dmaResvReplaceFences: usage -1 is not a dma_resv_usage/,
+    call: () => {
+      const r = new DmaResv('r');
+      return locked(r, () => dmaResvReplaceFences(r, 1, mockFence(), -1 as never));
+    },
+  },
+  {
+    entry: 'dma-resv.dmaResvForEachFence',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /dmaResvForEachFence: r lock must be held/,
+    call: () => [...dmaResvForEachFence(new DmaResv('r'), DmaResvUsage.BOOKKEEP)],
+  },
+  {
+    entry: 'dma-resv.DmaResvIter',
+    case: 'unknown usage',
+    errno: 'EINVAL',
+    message: /dmaResvIterBegin: usage 9 is not a dma_resv_usage/,
+    call: () => new DmaResvIter(new DmaResv('r'), 9 as never),
+  },
+  {
+    entry: 'dma-resv.DmaResvIter',
+    case: 'not a dma_resv',
+    errno: 'EINVAL',
+    message: /dmaResvIterBegin: obj is not a dma_resv/,
+    call: () => new DmaResvIter(notResv, DmaResvUsage.READ),
+  },
+  {
+    entry: 'dma-resv.dmaResvGetFences',
+    case: 'usage not a number',
+    errno: 'EINVAL',
+    message: /dmaResvGetFences: usage write is not a dma_resv_usage/,
+    call: () => dmaResvGetFences(new DmaResv('r'), 'write' as never),
+  },
+  {
+    entry: 'dma-resv.dmaResvTestSignaled',
+    case: 'not a dma_resv',
+    errno: 'EINVAL',
+    message: /dmaResvTestSignaled: obj is not a dma_resv/,
+    call: () => dmaResvTestSignaled(notResv, DmaResvUsage.READ),
+  },
+  {
+    entry: 'dma-resv.dmaResvWaitTimeout',
+    case: 'negative timeout',
+    errno: 'EINVAL',
+    message: /dmaResvWaitTimeout: timeout -1 < 0/,
+    call: () => dmaResvWaitTimeout(new DmaResv('r'), DmaResvUsage.READ, -1),
+  },
+  {
+    entry: 'dma-resv.dmaResvGetSingleton',
+    case: 'unknown usage',
+    errno: 'EINVAL',
+    message: /usage 5 is not a dma_resv_usage/,
+    call: () => dmaResvGetSingleton(new DmaResv('r'), 5 as never),
+  },
+  {
+    entry: 'dma-resv.dmaResvAssertHeld',
+    case: 'lock not held',
+    errno: 'EPERM',
+    message: /probe-caller: r lock must be held by the caller \(locking convention\)/,
+    call: () => dmaResvAssertHeld(new DmaResv('r'), 'probe-caller'),
+  },
+  {
+    entry: 'dma-resv.dmaResvAssertNotHeld',
+    case: 'lock held by the calling task',
+    errno: 'EDEADLK',
+    message: /probe-caller: r lock is held by the caller; this call takes it/,
+    call: () => {
+      const r = new DmaResv('r');
+      return holding(r, () => dmaResvAssertNotHeld(r, 'probe-caller'));
+    },
   },
 );
 

@@ -111,16 +111,19 @@ export class DmaBufAttachment {
 
 /** dma_buf_is_dynamic: the exporter implements pin/unpin. */
 export function dmaBufIsDynamic(dmabuf: DmaBuf): boolean {
+  if (!(dmabuf instanceof DmaBuf)) throw err('EINVAL', 'dmaBufIsDynamic: dmabuf is not a dma-buf');
   return typeof dmabuf.ops.pin === 'function';
 }
 
 /** dma_buf_attachment_is_dynamic: the importer supplied importer ops. */
 export function dmaBufAttachmentIsDynamic(attach: DmaBufAttachment): boolean {
+  checkAttachArg('dmaBufAttachmentIsDynamic', attach);
   return attach.importerOps !== null;
 }
 
 /** dma_buf_pin_on_map (2026): static importer of a dynamic exporter. */
 export function dmaBufPinOnMap(attach: DmaBufAttachment): boolean {
+  checkAttachArg('dmaBufPinOnMap', attach);
   return dmaBufIsDynamic(attach.dmabuf) && !dmaBufAttachmentIsDynamic(attach);
 }
 
@@ -129,6 +132,7 @@ export function dmaBufPinOnMap(attach: DmaBufAttachment): boolean {
  * invalidate. Exporters that revoke (VFIO) call it from their attach op.
  */
 export function dmaBufAttachRevocable(attach: DmaBufAttachment): boolean {
+  checkAttachArg('dmaBufAttachRevocable', attach);
   const op = invalidateOp(attach.importerOps);
   return op !== undefined && op !== dmaBufUnsupportedInvalidateMappings;
 }
@@ -142,8 +146,12 @@ export function checkDmaBuf(fn: string, dmabuf: DmaBuf): void {
   if (dmabuf.released) throw err('EBADF', `${fn}: ${dmabuf} was released`);
 }
 
-function checkAttach(fn: string, attach: DmaBufAttachment): void {
+function checkAttachArg(fn: string, attach: DmaBufAttachment): void {
   if (!(attach instanceof DmaBufAttachment)) throw err('EINVAL', `${fn}: attach is not a dma-buf attachment`);
+}
+
+function checkAttach(fn: string, attach: DmaBufAttachment): void {
+  checkAttachArg(fn, attach);
   if (attach.detached) throw err('EINVAL', `${fn}: ${attach} is detached`);
   checkDmaBuf(fn, attach.dmabuf);
 }
@@ -340,6 +348,7 @@ export async function dmaBufUnpin(attach: DmaBufAttachment): Promise<void> {
 
 /** Is the buffer pinned by anyone (explicit pins or pin-on-map mappings)? Exporters ask before moving. */
 export function dmaBufIsPinned(dmabuf: DmaBuf): boolean {
+  if (!(dmabuf instanceof DmaBuf)) throw err('EINVAL', 'dmaBufIsPinned: dmabuf is not a dma-buf');
   return dmabuf.attachments.some(
     (a) => a.pinCount > 0 || [...a.mappings.values()].some((m) => m.pinnedOnMap),
   );

@@ -18,7 +18,7 @@ import { err } from '../../../common/errno.ts';
 import { trace } from '../../../common/trace.ts';
 import { type WwAcquireCtx, type WwLockOpts, WwMutex } from '../locking/ww-mutex.ts';
 import {
-  type DmaFence,
+  DmaFence,
   type DmaFenceWaitOpts,
   dmaFenceContextAlloc,
   dmaFenceGet,
@@ -209,6 +209,7 @@ export function dmaResvReserveFences(obj: DmaResv, num: number): void {
 export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsage): void {
   dmaResvAssertHeld(obj, 'dmaResvAddFence');
   checkUsage('dmaResvAddFence', usage);
+  if (!(fence instanceof DmaFence)) throw err('EINVAL', 'dmaResvAddFence: fence is not a DmaFence');
   if (dmaFenceIsContainer(fence))
     throw err('EINVAL', 'dmaResvAddFence: container fences may not be added; add the leaves');
   obj._add(fence, usage);

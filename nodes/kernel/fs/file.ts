@@ -36,6 +36,8 @@ export class FdTable {
 
   /** Open a new file for `obj` and return its fd. */
   install(obj: FileObject): number {
+    if (!obj || typeof obj.release !== 'function')
+      throw err('EINVAL', `fdInstall(${this.name}): obj is not a file object`);
     return this.installFile({ obj, refs: 0 });
   }
 
