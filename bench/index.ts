@@ -21,6 +21,7 @@ interface BenchModule {
 }
 
 const registry: Record<string, () => Promise<BenchModule>> = {
+  dma: () => import('./dma-bandwidth.ts') as Promise<BenchModule>,
   fence: () => import('./fence-latency.ts') as Promise<BenchModule>,
 };
 
