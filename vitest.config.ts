@@ -16,6 +16,8 @@ export default defineConfig({
     hookTimeout: 20_000,
     teardownTimeout: 10_000,
     pool: 'forks',
+    // Fails a test file that leaves a worker, MessagePort or child process behind.
+    setupFiles: ['test/support/leak-check.ts'],
     // Two cores: more parallel files only adds contention for the device workers.
     maxWorkers: 2,
   },

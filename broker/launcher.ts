@@ -121,8 +121,10 @@ function handle(child: ChildProcess, dir: string, port: number, killOnExit: () =
           rmSync(dir, { recursive: true, force: true });
           resolve();
         };
-        if (child.exitCode !== null || child.signalCode !== null) return done();
-        child.once('exit', done);
+        // 'close', not 'exit': the process handle and its stdio pipes are released only then.
+        if ((child.exitCode !== null || child.signalCode !== null) && child.stdout?.closed !== false)
+          return done();
+        child.once('close', done);
         child.kill('SIGTERM');
         // A server that ignores SIGTERM is killed: close() must not hang.
         setTimeout(() => child.kill('SIGKILL'), 3_000).unref();

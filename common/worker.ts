@@ -11,9 +11,24 @@ import { Worker, type WorkerOptions } from 'node:worker_threads';
 
 const bootstrap = new URL('./worker-bootstrap.mjs', import.meta.url);
 
+// Every worker p2pemu starts, until it exits: lets a run (and the test suite) prove it left none
+// behind. Node does not list workers among process.getActiveResourcesInfo().
+const live = new Map<Worker, string>();
+
 /** new Worker() for a `.ts` or `.js` entry. Callers own the worker's lifecycle (terminate/join). */
 export function spawnWorker(entry: URL, options: WorkerOptions = {}): Worker {
-  if (!entry.pathname.endsWith('.ts')) return new Worker(entry, options);
-  const data = { ...(options.workerData ?? {}), __p2pemuEntry: entry.href };
-  return new Worker(bootstrap, { ...options, workerData: data });
+  const w = entry.pathname.endsWith('.ts')
+    ? new Worker(bootstrap, {
+        ...options,
+        workerData: { ...(options.workerData ?? {}), __p2pemuEntry: entry.href },
+      })
+    : new Worker(entry, options);
+  live.set(w, entry.pathname.split('/').slice(-2).join('/'));
+  w.once('exit', () => live.delete(w));
+  return w;
+}
+
+/** Workers started by spawnWorker that have not exited yet, with their entry file. */
+export function liveWorkers(): Array<{ worker: Worker; entry: string }> {
+  return [...live].map(([worker, entry]) => ({ worker, entry }));
 }
