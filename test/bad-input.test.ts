@@ -53,14 +53,45 @@ import {
 } from '../nodes/kernel/dma-buf/dma-buf-file.ts';
 import type { DmaBufAttachOps, DmaBufOps } from '../nodes/kernel/dma-buf/dma-buf-ops.ts';
 import {
-  type DmaFence,
+  DmaFence,
+  type DmaFenceCb,
+  DmaFenceTimeline,
   dmaFenceAddCallback,
   dmaFenceBeginSignalling,
   dmaFenceContextAlloc,
+  dmaFenceEnableSwSignaling,
   dmaFenceEndSignalling,
+  dmaFenceGet,
+  dmaFenceGetStatus,
+  dmaFenceIsLater,
+  dmaFenceIsLaterOrSame,
+  dmaFenceIsSignaled,
+  dmaFencePut,
+  dmaFenceRemoveCallback,
+  dmaFenceSetDeadline,
+  dmaFenceSetError,
   dmaFenceSignal,
+  dmaFenceSignalTimestamp,
+  dmaFenceWait,
+  dmaFenceWaitAnyTimeout,
+  dmaFenceWaitTimeout,
+  fenceWaitResult,
+  OrderPolicy,
 } from '../nodes/kernel/dma-buf/dma-fence.ts';
-import { dmaFenceArrayCreate } from '../nodes/kernel/dma-buf/dma-fence-array.ts';
+import {
+  dmaFenceArrayCreate,
+  dmaFenceArrayFirst,
+  dmaFenceArrayNext,
+} from '../nodes/kernel/dma-buf/dma-fence-array.ts';
+import {
+  dmaFenceChainAlloc,
+  dmaFenceChainFindSeqno,
+  dmaFenceChainForEach,
+  dmaFenceChainInit,
+  dmaFenceChainWalk,
+} from '../nodes/kernel/dma-buf/dma-fence-chain.ts';
+import { dmaFenceUnwrapForEach, dmaFenceUnwrapMerge } from '../nodes/kernel/dma-buf/dma-fence-unwrap.ts';
+import { type DmaHeap, DmaHeapRegistry, dmaHeapBufferAlloc } from '../nodes/kernel/dma-buf/heaps/dma-heap.ts';
 import {
   DmaResv,
   DmaResvIter,
@@ -89,8 +120,47 @@ import {
 } from '../nodes/kernel/dma-buf/fixtures/probe-exporter.ts';
 import { MockExporter } from '../nodes/kernel/dma-buf/mock-exporter.ts';
 import { DmaDataDirection, PAGE_SIZE } from '../nodes/kernel/dma-buf/scatterlist.ts';
-import { SyncFile, syncFileInstall } from '../nodes/kernel/dma-buf/sync-file.ts';
-import { swSyncTimelineCreate } from '../nodes/kernel/dma-buf/sw-sync.ts';
+import {
+  SyncFile,
+  syncFileCreate,
+  syncFileGetFence,
+  syncFileInfo,
+  syncFileInstall,
+  syncFileMerge,
+  syncFilePoll,
+  syncFileSetDeadline,
+  syncFileWait,
+} from '../nodes/kernel/dma-buf/sync-file.ts';
+import {
+  SyncTimeline,
+  swSyncCreateFence,
+  swSyncGetDeadline,
+  swSyncInc,
+  swSyncTimelineCreate,
+} from '../nodes/kernel/dma-buf/sw-sync.ts';
+import {
+  DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS,
+  DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS,
+  DrmSyncobj,
+  DrmSyncobjTable,
+  drmSyncobjAddPoint,
+  drmSyncobjFenceGet,
+  drmSyncobjFindFence,
+  drmSyncobjGet,
+  drmSyncobjPut,
+  drmSyncobjReplaceFence,
+  syncobjCreate,
+  syncobjDestroy,
+  syncobjFdToHandle,
+  syncobjHandleToFd,
+  syncobjImportSyncFile,
+  syncobjQuery,
+  syncobjReset,
+  syncobjSignal,
+  syncobjTimelineSignal,
+  syncobjTransfer,
+  syncobjWait,
+} from '../nodes/kernel/dma-buf/syncobj.ts';
 import { FdTable, type FileObject } from '../nodes/kernel/fs/file.ts';
 import { runInTask } from '../nodes/kernel/locking/task.ts';
 import { WwAcquireCtx } from '../nodes/kernel/locking/ww-mutex.ts';
@@ -2442,6 +2512,921 @@ rows.push(
       const r = new DmaResv('r');
       return holding(r, () => dmaResvAssertNotHeld(r, 'probe-caller'));
     },
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/dma-buf/dma-fence.ts
+
+const notFence = {} as DmaFence;
+const fenceOps = { getDriverName: () => 'probe', getTimelineName: () => 'probe' };
+
+rows.push(
+  {
+    entry: 'dma-fence.dmaFenceContextAlloc',
+    case: 'num 0',
+    errno: 'EINVAL',
+    message: /dmaFenceContextAlloc: num 0 must be >= 1/,
+    call: () => dmaFenceContextAlloc(0),
+  },
+  {
+    entry: 'dma-fence.dmaFenceEndSignalling',
+    case: 'cookie of no open section',
+    errno: 'EINVAL',
+    message: /dmaFenceEndSignalling: cookie 99 does not close the innermost section/,
+    call: () => dmaFenceEndSignalling(99),
+  },
+  {
+    entry: 'dma-fence.DmaFence',
+    case: 'ops without getTimelineName',
+    errno: 'EINVAL',
+    message: /dmaFenceInit: ops\.getDriverName and ops\.getTimelineName are mandatory/,
+    call: () => new DmaFence({ getDriverName: () => 'x' } as never, 1, 1),
+  },
+  {
+    entry: 'dma-fence.DmaFence',
+    case: 'negative context',
+    errno: 'EINVAL',
+    message: /dmaFenceInit: context -1/,
+    call: () => new DmaFence(fenceOps, -1, 1),
+  },
+  {
+    entry: 'dma-fence.DmaFence',
+    case: 'seqno not an integer',
+    errno: 'EINVAL',
+    message: /dmaFenceInit: seqno 1\.5/,
+    call: () => new DmaFence(fenceOps, 1, 1.5),
+  },
+  {
+    entry: 'dma-fence.dmaFenceGet',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceGet: fence is not a DmaFence/,
+    call: () => dmaFenceGet(notFence),
+  },
+  {
+    entry: 'dma-fence.dmaFencePut',
+    case: 'released fence',
+    errno: 'EINVAL',
+    message: /dmaFencePut: fence \d+:1 already released/,
+    call: () => {
+      const f = mockFence();
+      dmaFencePut(f);
+      dmaFencePut(f);
+    },
+  },
+  {
+    entry: 'dma-fence.dmaFencePut',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFencePut: fence is not a DmaFence/,
+    call: () => dmaFencePut(notFence),
+  },
+  {
+    entry: 'dma-fence.dmaFenceSignal',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceSignal: fence is not a DmaFence/,
+    call: () => dmaFenceSignal(notFence),
+  },
+  {
+    entry: 'dma-fence.dmaFenceSignalTimestamp',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceSignalTimestamp: fence is not a DmaFence/,
+    call: () => dmaFenceSignalTimestamp(undefined as never, 0),
+  },
+  {
+    entry: 'dma-fence.dmaFenceSetError',
+    case: 'fence already signalled',
+    errno: 'EINVAL',
+    message: /dmaFenceSetError: fence \d+:1 already signalled/,
+    call: () => {
+      const f = mockFence();
+      dmaFenceSignal(f);
+      dmaFenceSetError(f, -5);
+    },
+  },
+  {
+    entry: 'dma-fence.dmaFenceSetError',
+    case: 'positive error',
+    errno: 'EINVAL',
+    message: /dmaFenceSetError: error 5 is not a negative errno/,
+    call: () => dmaFenceSetError(mockFence(), 5),
+  },
+  {
+    entry: 'dma-fence.dmaFenceSetError',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceSetError: fence is not a DmaFence/,
+    call: () => dmaFenceSetError(notFence, -5),
+  },
+  {
+    entry: 'dma-fence.dmaFenceIsSignaled',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceIsSignaled: fence is not a DmaFence/,
+    call: () => dmaFenceIsSignaled(null as never),
+  },
+  {
+    entry: 'dma-fence.dmaFenceGetStatus',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceGetStatus: fence is not a DmaFence/,
+    call: () => dmaFenceGetStatus(notFence),
+  },
+  {
+    entry: 'dma-fence.dmaFenceEnableSwSignaling',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceEnableSwSignaling: fence is not a DmaFence/,
+    call: () => dmaFenceEnableSwSignaling(notFence),
+  },
+  {
+    entry: 'dma-fence.dmaFenceAddCallback',
+    case: 'cb.func missing',
+    errno: 'EINVAL',
+    message: /dmaFenceAddCallback: cb\.func is not a function/,
+    call: () => dmaFenceAddCallback(mockFence(), {} as DmaFenceCb),
+  },
+  {
+    entry: 'dma-fence.dmaFenceAddCallback',
+    case: 'cb already queued',
+    errno: 'EBUSY',
+    message: /dmaFenceAddCallback: cb is already queued on a fence/,
+    call: () => {
+      const cb: DmaFenceCb = { func: () => {} };
+      dmaFenceAddCallback(mockFence(), cb);
+      dmaFenceAddCallback(mockFence(), cb);
+    },
+  },
+  {
+    entry: 'dma-fence.dmaFenceAddCallback',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceAddCallback: fence is not a DmaFence/,
+    call: () => dmaFenceAddCallback(notFence, { func: () => {} }),
+  },
+  {
+    entry: 'dma-fence.dmaFenceRemoveCallback',
+    case: 'cb missing',
+    errno: 'EINVAL',
+    message: /dmaFenceRemoveCallback: cb is not a dma_fence_cb/,
+    call: () => dmaFenceRemoveCallback(mockFence(), undefined as never),
+  },
+  {
+    entry: 'dma-fence.dmaFenceIsLater',
+    case: 'fences of different contexts',
+    errno: 'EINVAL',
+    message: /dmaFenceIsLater: fences of different contexts \d+ and \d+/,
+    call: () => dmaFenceIsLater(mockFence(), mockFence()),
+  },
+  {
+    entry: 'dma-fence.dmaFenceIsLaterOrSame',
+    case: 'fences of different contexts',
+    errno: 'EINVAL',
+    message: /dmaFenceIsLater: fences of different contexts/,
+    call: () => dmaFenceIsLaterOrSame(new DmaFence(fenceOps, 1, 2), new DmaFence(fenceOps, 2, 3)),
+  },
+  {
+    entry: 'dma-fence.dmaFenceSetDeadline',
+    case: 'deadline not a number',
+    errno: 'EINVAL',
+    message: /dmaFenceSetDeadline: deadline soon is not a time/,
+    call: () => dmaFenceSetDeadline(mockFence(), 'soon' as never),
+  },
+  {
+    entry: 'dma-fence.dmaFenceSetDeadline',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceSetDeadline: fence is not a DmaFence/,
+    call: () => dmaFenceSetDeadline(notFence, 0),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitTimeout',
+    case: 'negative timeout',
+    errno: 'EINVAL',
+    message: /dmaFenceWaitTimeout: timeout -1 < 0/,
+    call: () => dmaFenceWaitTimeout(mockFence(), -1),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitTimeout',
+    case: 'waiting in a fence callback',
+    errno: 'EDEADLK',
+    message: /dmaFenceWaitTimeout: wait inside a fence signalling section/,
+    call: () => {
+      const other = mockFence();
+      return inFenceCallback(() => dmaFenceWaitTimeout(other, 10));
+    },
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitTimeout',
+    case: 'signal already aborted',
+    errno: 'ERESTARTSYS',
+    message: /dmaFenceWaitTimeout: interrupted/,
+    call: () => dmaFenceWaitTimeout(mockFence(), 1000, { signal: AbortSignal.abort() }),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitTimeout',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceWaitTimeout: fence is not a DmaFence/,
+    call: () => dmaFenceWaitTimeout(notFence, 10),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitAnyTimeout',
+    case: 'no fences',
+    errno: 'EINVAL',
+    message: /dmaFenceWaitAnyTimeout: fences must be a non-empty array/,
+    call: () => dmaFenceWaitAnyTimeout([], 10),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitAnyTimeout',
+    case: 'fences not an array',
+    errno: 'EINVAL',
+    message: /dmaFenceWaitAnyTimeout: fences must be a non-empty array/,
+    call: () => dmaFenceWaitAnyTimeout(undefined as never, 10),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitAnyTimeout',
+    case: 'negative timeout',
+    errno: 'EINVAL',
+    message: /dmaFenceWaitAnyTimeout: timeout -5 < 0/,
+    call: () => dmaFenceWaitAnyTimeout([mockFence()], -5),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWaitAnyTimeout',
+    case: 'signal already aborted',
+    errno: 'ERESTARTSYS',
+    message: /dmaFenceWaitAnyTimeout: interrupted/,
+    call: () => dmaFenceWaitAnyTimeout([mockFence()], 1000, { signal: AbortSignal.abort() }),
+  },
+  {
+    entry: 'dma-fence.dmaFenceWait',
+    case: 'signal already aborted',
+    errno: 'ERESTARTSYS',
+    message: /dmaFenceWaitTimeout: interrupted/,
+    call: () => dmaFenceWait(mockFence(), { signal: AbortSignal.abort() }),
+  },
+  {
+    entry: 'dma-fence.fenceWaitResult',
+    case: 'negative timeout',
+    errno: 'EINVAL',
+    message: /dmaFenceWaitTimeout: timeout -1 < 0/,
+    call: () => fenceWaitResult(mockFence(), -1),
+  },
+  {
+    entry: 'dma-fence.DmaFenceTimeline.signal',
+    case: 'fence of another context',
+    errno: 'EINVAL',
+    message: /DmaFenceTimeline\(tl\)\.signal: fence of context \d+/,
+    call: () => new DmaFenceTimeline('probe', 'tl').signal(mockFence()),
+  },
+  {
+    entry: 'dma-fence.DmaFenceTimeline.signal',
+    case: 'out of order under OrderPolicy.THROW',
+    errno: 'EINVAL',
+    message: /timeline tl: fence 1 signalled after later fence 2 \(rule 3\)/,
+    call: () => {
+      const tl = new DmaFenceTimeline('probe', 'tl', { order: OrderPolicy.THROW });
+      const [a, b] = [tl.emit(), tl.emit()];
+      tl.signal(b);
+      tl.signal(a);
+    },
+  },
+  {
+    entry: 'dma-fence.DmaFenceTimeline.signal',
+    case: 'positive error',
+    errno: 'EINVAL',
+    message: /dmaFenceSetError: error 3 is not a negative errno/,
+    call: () => {
+      const tl = new DmaFenceTimeline('probe', 'tl');
+      tl.signal(tl.emit(), 3);
+    },
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: dma-fence-array.ts, dma-fence-chain.ts, dma-fence-unwrap.ts
+
+rows.push(
+  {
+    entry: 'dma-fence-array.dmaFenceArrayCreate',
+    case: 'empty list',
+    errno: 'EINVAL',
+    message: /dmaFenceArrayCreate: fences must be a non-empty array/,
+    call: () => dmaFenceArrayCreate([], dmaFenceContextAlloc(), 1, false),
+  },
+  {
+    entry: 'dma-fence-array.dmaFenceArrayCreate',
+    case: 'entry not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceArrayCreate: fences\[1\] is not a DmaFence/,
+    call: () => dmaFenceArrayCreate([mockFence(), notFence], dmaFenceContextAlloc(), 1, false),
+  },
+  {
+    entry: 'dma-fence-array.dmaFenceArrayCreate',
+    case: 'negative context',
+    errno: 'EINVAL',
+    message: /dmaFenceInit: context -1/,
+    call: () => dmaFenceArrayCreate([mockFence()], -1, 1, false),
+  },
+  {
+    entry: 'dma-fence-array.dmaFenceArrayFirst',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceArrayFirst: head is not a DmaFence/,
+    call: () => dmaFenceArrayFirst(undefined as never),
+  },
+  {
+    entry: 'dma-fence-array.dmaFenceArrayNext',
+    case: 'negative index',
+    errno: 'EINVAL',
+    message: /dmaFenceArrayNext: index -1/,
+    call: () => dmaFenceArrayNext(dmaFenceArrayCreate([mockFence()], dmaFenceContextAlloc(), 1, false), -1),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainInit',
+    case: 'fence not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceChainInit: fence is not a DmaFence/,
+    call: () => dmaFenceChainInit(null, notFence, 1),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainInit',
+    case: 'prev not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceChainInit: prev is not a DmaFence or null/,
+    call: () => dmaFenceChainInit(notFence, mockFence(), 1),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainInit',
+    case: 'negative seqno',
+    errno: 'EINVAL',
+    message: /dmaFenceChainInit: seqno -1/,
+    call: () => dmaFenceChainInit(null, mockFence(), -1),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainAlloc',
+    case: 'seqno past 2^53',
+    errno: 'EINVAL',
+    message: /dmaFenceChainInit: seqno 18014398509481984/,
+    call: () => dmaFenceChainAlloc(null, mockFence(), 2 ** 54),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainFindSeqno',
+    case: 'point on a plain fence',
+    errno: 'EINVAL',
+    message: /dmaFenceChainFindSeqno: fence \d+:1 is not a chain node/,
+    call: () => dmaFenceChainFindSeqno(mockFence(), 3),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainFindSeqno',
+    case: 'point past the head',
+    errno: 'EINVAL',
+    message: /dmaFenceChainFindSeqno: point 9 is past the head \(1\)/,
+    call: () => dmaFenceChainFindSeqno(dmaFenceChainInit(null, mockFence(), 1), 9),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainFindSeqno',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceChainFindSeqno: fence is not a DmaFence/,
+    call: () => dmaFenceChainFindSeqno(notFence, 0),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainWalk',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceChainWalk: fence is not a DmaFence/,
+    call: () => dmaFenceChainWalk(notFence),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainForEach',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceChainForEach: head is not a DmaFence/,
+    call: () => [...dmaFenceChainForEach(notFence)],
+  },
+  {
+    entry: 'dma-fence-unwrap.dmaFenceUnwrapMerge',
+    case: 'argument not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceUnwrapMerge: argument 1 is not a DmaFence/,
+    call: () => dmaFenceUnwrapMerge(mockFence(), 5 as never),
+  },
+  {
+    entry: 'dma-fence-unwrap.dmaFenceUnwrapForEach',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceUnwrapForEach: head is not a DmaFence/,
+    call: () => [...dmaFenceUnwrapForEach(notFence)],
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: sync-file.ts and sw-sync.ts
+
+/** An fd table with a sw_sync timeline (fd 3) and an unsignalled fence on it (fd 4). */
+function fdtWithFence(): { fdt: FdTable; tl: number; fd: number } {
+  const fdt = new FdTable();
+  const tl = swSyncTimelineCreate(fdt);
+  return { fdt, tl, fd: swSyncCreateFence(fdt, tl, 1) };
+}
+
+rows.push(
+  {
+    entry: 'sync-file.syncFileCreate',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /syncFileCreate: fence is not a DmaFence/,
+    call: () => syncFileCreate(notFence),
+  },
+  {
+    entry: 'sync-file.syncFileInstall',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /syncFileCreate: fence is not a DmaFence/,
+    call: () => syncFileInstall(new FdTable(), undefined as never),
+  },
+  {
+    entry: 'sync-file.syncFileGetFence',
+    case: 'fd of a timeline',
+    errno: 'EINVAL',
+    message: /syncFileGetFence: fd 3 is a sw_sync, not a SyncFile/,
+    call: () => {
+      const { fdt, tl } = fdtWithFence();
+      return syncFileGetFence(fdt, tl);
+    },
+  },
+  {
+    entry: 'sync-file.syncFileGetFence',
+    case: 'closed fd',
+    errno: 'EBADF',
+    message: /syncFileGetFence: fd 4 is not open/,
+    call: () => {
+      const { fdt, fd } = fdtWithFence();
+      fdt.close(fd);
+      return syncFileGetFence(fdt, fd);
+    },
+  },
+  {
+    entry: 'sync-file.syncFileMerge',
+    case: 'non-zero flags',
+    errno: 'EINVAL',
+    message: /SYNC_IOC_MERGE: flags 1 must be 0/,
+    call: () => {
+      const { fdt, fd } = fdtWithFence();
+      return syncFileMerge(fdt, fd, fd, 'm', 1);
+    },
+  },
+  {
+    entry: 'sync-file.syncFileInfo',
+    case: 'non-zero pad',
+    errno: 'EINVAL',
+    message: /SYNC_IOC_FILE_INFO: flags and pad must be 0/,
+    call: () => {
+      const { fdt, fd } = fdtWithFence();
+      return syncFileInfo(fdt, fd, { pad: 1 });
+    },
+  },
+  {
+    entry: 'sync-file.syncFilePoll',
+    case: 'fd of another kind',
+    errno: 'EINVAL',
+    message: /poll: fd 3 is a dummy, not a SyncFile/,
+    call: () => {
+      const fdt = new FdTable();
+      return syncFilePoll(fdt, fdt.install(new Dummy()), 0);
+    },
+  },
+  {
+    entry: 'sync-file.syncFileWait',
+    case: 'timeout not a number',
+    errno: 'EINVAL',
+    message: /poll: timeout undefined is not a number/,
+    call: () => {
+      const { fdt, fd } = fdtWithFence();
+      return syncFileWait(fdt, fd, undefined as never);
+    },
+  },
+  {
+    entry: 'sync-file.syncFileSetDeadline',
+    case: 'non-zero pad',
+    errno: 'EINVAL',
+    message: /SYNC_IOC_SET_DEADLINE: pad 1 must be 0/,
+    call: () => {
+      const { fdt, fd } = fdtWithFence();
+      return syncFileSetDeadline(fdt, fd, 0, 1);
+    },
+  },
+  {
+    entry: 'sw-sync.SyncTimeline.createPt',
+    case: 'timeline closed',
+    errno: 'EINVAL',
+    message: /sw_sync tl: timeline is closed/,
+    call: () => {
+      const tl = new SyncTimeline('tl');
+      tl.release();
+      return tl.createPt(1);
+    },
+  },
+  {
+    entry: 'sw-sync.swSyncCreateFence',
+    case: 'closed timeline fd',
+    errno: 'EBADF',
+    message: /SW_SYNC_IOC_CREATE_FENCE: fd 3 is not open/,
+    call: () => {
+      const { fdt, tl } = fdtWithFence();
+      fdt.close(tl);
+      return swSyncCreateFence(fdt, tl, 2);
+    },
+  },
+  {
+    entry: 'sw-sync.swSyncInc',
+    case: 'negative inc',
+    errno: 'EINVAL',
+    message: /SW_SYNC_IOC_INC: inc -1 is not a u32/,
+    call: () => {
+      const { fdt, tl } = fdtWithFence();
+      return swSyncInc(fdt, tl, -1);
+    },
+  },
+  {
+    entry: 'sw-sync.swSyncGetDeadline',
+    case: 'no deadline set',
+    errno: 'ENOENT',
+    message: /SW_SYNC_GET_DEADLINE: no deadline set on fd 4/,
+    call: () => {
+      const { fdt, tl, fd } = fdtWithFence();
+      return swSyncGetDeadline(fdt, tl, fd);
+    },
+  },
+  {
+    entry: 'sw-sync.swSyncGetDeadline',
+    case: 'fence not a sw_sync point',
+    errno: 'EINVAL',
+    message: /SW_SYNC_GET_DEADLINE: fd 5 is not a sw_sync fence/,
+    call: () => {
+      const { fdt, tl } = fdtWithFence();
+      return swSyncGetDeadline(fdt, tl, syncFileInstall(fdt, mockFence()));
+    },
+  },
+  {
+    entry: 'sw-sync.swSyncGetDeadline',
+    case: 'timeline fd is a sync_file',
+    errno: 'EINVAL',
+    message: /SW_SYNC_GET_DEADLINE: fd 4 is a sync_file, not a SyncTimeline/,
+    call: () => {
+      const { fdt, fd } = fdtWithFence();
+      return swSyncGetDeadline(fdt, fd, fd);
+    },
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: syncobj.ts
+
+/** A syncobj file (handle table over its own fd table): handle 1 without a fence, 2 signalled. */
+function syncobjs(): DrmSyncobjTable {
+  const t = new DrmSyncobjTable(new FdTable());
+  syncobjCreate(t);
+  syncobjCreate(t, 1);
+  return t;
+}
+
+rows.push(
+  {
+    entry: 'syncobj.drmSyncobjPut',
+    case: 'released syncobj',
+    errno: 'EINVAL',
+    message: /drmSyncobjPut: syncobj already released/,
+    call: () => {
+      const s = new DrmSyncobj();
+      drmSyncobjPut(s);
+      drmSyncobjPut(s);
+    },
+  },
+  {
+    entry: 'syncobj.drmSyncobjGet',
+    case: 'released syncobj',
+    errno: 'EINVAL',
+    message: /drmSyncobjGet: syncobj already released/,
+    call: () => {
+      const s = new DrmSyncobj();
+      drmSyncobjPut(s);
+      return drmSyncobjGet(s);
+    },
+  },
+  {
+    entry: 'syncobj.drmSyncobjFenceGet',
+    case: 'not a syncobj',
+    errno: 'EINVAL',
+    message: /drmSyncobjFenceGet: syncobj is not a drm_syncobj/,
+    call: () => drmSyncobjFenceGet(undefined as never),
+  },
+  {
+    entry: 'syncobj.drmSyncobjReplaceFence',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /drmSyncobjReplaceFence: fence is not a DmaFence or null/,
+    call: () => drmSyncobjReplaceFence(new DrmSyncobj(), notFence),
+  },
+  {
+    entry: 'syncobj.drmSyncobjAddPoint',
+    case: 'negative point',
+    errno: 'EINVAL',
+    message: /drmSyncobjAddPoint: point -1/,
+    call: () => drmSyncobjAddPoint(new DrmSyncobj(), mockFence(), -1),
+  },
+  {
+    entry: 'syncobj.syncobjDestroy',
+    case: 'non-zero pad',
+    errno: 'EINVAL',
+    message: /syncobjDestroy: pad 1 must be 0/,
+    call: () => syncobjDestroy(syncobjs(), 1, 1),
+  },
+  {
+    entry: 'syncobj.syncobjHandleToFd',
+    case: 'unknown flags',
+    errno: 'EINVAL',
+    message: /syncobjHandleToFd: bad flags or pad/,
+    call: () => syncobjHandleToFd(syncobjs(), { handle: 1, flags: 8 }),
+  },
+  {
+    entry: 'syncobj.syncobjHandleToFd',
+    case: 'point without TIMELINE',
+    errno: 'EINVAL',
+    message: /syncobjHandleToFd: point without the TIMELINE flag/,
+    call: () => syncobjHandleToFd(syncobjs(), { handle: 1, point: 3 }),
+  },
+  {
+    entry: 'syncobj.syncobjHandleToFd',
+    case: 'unknown handle (whole object)',
+    errno: 'EINVAL',
+    message: /syncobjHandleToFd: handle 9 is not a syncobj/,
+    call: () => syncobjHandleToFd(syncobjs(), { handle: 9 }),
+  },
+  {
+    entry: 'syncobj.syncobjHandleToFd',
+    case: 'destroyed handle (sync_file export)',
+    errno: 'ENOENT',
+    message: /syncobjHandleToFd: handle 2 is not a syncobj/,
+    call: () => {
+      const t = syncobjs();
+      syncobjDestroy(t, 2);
+      return syncobjHandleToFd(t, { handle: 2, flags: DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS.EXPORT_SYNC_FILE });
+    },
+  },
+  {
+    entry: 'syncobj.syncobjFdToHandle',
+    case: 'fd of a sync_file (whole object)',
+    errno: 'EINVAL',
+    message: /syncobjFdToHandle: fd 3 is not a syncobj fd/,
+    call: () => {
+      const t = syncobjs();
+      return syncobjFdToHandle(t, { fd: syncFileInstall(t.fdt, mockFence()) });
+    },
+  },
+  {
+    entry: 'syncobj.syncobjFdToHandle',
+    case: 'unknown flags',
+    errno: 'EINVAL',
+    message: /syncobjFdToHandle: bad flags or pad/,
+    call: () => syncobjFdToHandle(syncobjs(), { fd: 3, flags: 4 }),
+  },
+  {
+    entry: 'syncobj.syncobjFdToHandle',
+    case: 'closed sync_file fd',
+    errno: 'EINVAL',
+    message: /syncobjFdToHandle: fd 3 is not a sync_file/,
+    call: () => {
+      const t = syncobjs();
+      t.fdt.close(syncFileInstall(t.fdt, mockFence()));
+      return syncobjFdToHandle(t, {
+        fd: 3,
+        handle: 1,
+        flags: DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS.IMPORT_SYNC_FILE,
+      });
+    },
+  },
+  {
+    entry: 'syncobj.syncobjImportSyncFile',
+    case: 'destroyed handle',
+    errno: 'ENOENT',
+    message: /syncobjFdToHandle: handle 1 is not a syncobj/,
+    call: () => {
+      const t = syncobjs();
+      const fd = syncFileInstall(t.fdt, mockFence());
+      syncobjDestroy(t, 1);
+      return syncobjImportSyncFile(t, 1, fd);
+    },
+  },
+  {
+    entry: 'syncobj.drmSyncobjFindFence',
+    case: 'unknown flags',
+    errno: 'EINVAL',
+    message: /drmSyncobjFindFence: flags 0x1/,
+    call: () => drmSyncobjFindFence(syncobjs(), 2, 0, 1),
+  },
+  {
+    entry: 'syncobj.drmSyncobjFindFence',
+    case: 'unknown handle',
+    errno: 'ENOENT',
+    message: /drmSyncobjFindFence: handle 9 is not a syncobj/,
+    call: () => drmSyncobjFindFence(syncobjs(), 9, 0),
+  },
+  {
+    entry: 'syncobj.drmSyncobjFindFence',
+    case: 'no fence',
+    errno: 'EINVAL',
+    message: /drmSyncobjFindFence: handle 1 has no fence for point 0/,
+    call: () => drmSyncobjFindFence(syncobjs(), 1, 0),
+  },
+  {
+    entry: 'syncobj.syncobjReset',
+    case: 'non-zero pad',
+    errno: 'EINVAL',
+    message: /syncobjReset: pad 2 must be 0/,
+    call: () => syncobjReset(syncobjs(), [1], 2),
+  },
+  {
+    entry: 'syncobj.syncobjSignal',
+    case: 'handles not an array',
+    errno: 'EINVAL',
+    message: /syncobjSignal: count_handles is 0/,
+    call: () => syncobjSignal(syncobjs(), 1 as never),
+  },
+  {
+    entry: 'syncobj.syncobjTimelineSignal',
+    case: 'non-zero flags',
+    errno: 'EINVAL',
+    message: /syncobjTimelineSignal: flags 1 must be 0/,
+    call: () => syncobjTimelineSignal(syncobjs(), [1], null, 1),
+  },
+  {
+    entry: 'syncobj.syncobjQuery',
+    case: 'no handles',
+    errno: 'EINVAL',
+    message: /syncobjQuery: count_handles is 0/,
+    call: () => syncobjQuery(syncobjs(), []),
+  },
+  {
+    entry: 'syncobj.syncobjTransfer',
+    case: 'non-zero pad',
+    errno: 'EINVAL',
+    message: /syncobjTransfer: pad 1 must be 0/,
+    call: () => syncobjTransfer(syncobjs(), { srcHandle: 2, dstHandle: 1, pad: 1 }),
+  },
+  {
+    entry: 'syncobj.syncobjTransfer',
+    case: 'unknown destination handle',
+    errno: 'ENOENT',
+    message: /syncobjTransfer: handle 9 is not a syncobj/,
+    call: () => syncobjTransfer(syncobjs(), { srcHandle: 2, dstHandle: 9 }),
+  },
+  {
+    entry: 'syncobj.syncobjTransfer',
+    case: 'source without a fence',
+    errno: 'EINVAL',
+    message: /drmSyncobjFindFence: handle 1 has no fence for point 0/,
+    call: () => syncobjTransfer(syncobjs(), { srcHandle: 1, dstHandle: 2 }),
+  },
+  {
+    entry: 'syncobj.syncobjWait',
+    case: 'signal already aborted',
+    errno: 'ERESTARTSYS',
+    message: /syncobjWait: interrupted/,
+    call: () => {
+      const t = syncobjs();
+      syncobjImportSyncFile(t, 1, syncFileInstall(t.fdt, mockFence()));
+      return syncobjWait(t, [1], null, 1000, 0, { signal: AbortSignal.abort() });
+    },
+  },
+  {
+    entry: 'syncobj.syncobjWait',
+    case: 'negative point (timeline wait)',
+    errno: 'EINVAL',
+    message: /syncobjTimelineWait: points\[0\] = -3 is not a u64 point/,
+    call: () => syncobjWait(syncobjs(), [2], [-3], 0),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: mock-exporter.ts and heaps/dma-heap.ts
+
+/** A mock-exporter buffer of one page in VRAM on a fresh kernel. */
+function mock(): MockExporter {
+  return MockExporter.create(kernel().mockExporterEnv(1 << 20), PAGE_SIZE);
+}
+
+rows.push(
+  {
+    entry: 'mock-exporter.MockExporter.create',
+    case: 'negative size',
+    errno: 'EINVAL',
+    message: /MockExporter\.create: size -4096 is not a positive multiple of PAGE_SIZE/,
+    call: () => MockExporter.create(kernel().mockExporterEnv(1 << 20), -4096),
+  },
+  {
+    entry: 'mock-exporter.MockExporter.create',
+    case: 'larger than its VRAM',
+    errno: 'ENOMEM',
+    message: /region host0:mock-vram0 has 256 free pages, 512 requested/,
+    call: () => MockExporter.create(kernel().mockExporterEnv(1 << 20), 2 << 20),
+  },
+  {
+    entry: 'mock-exporter.MockExporter.move',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /wwMutexLock\(dmabuf:mock-exporter\): task bad-input already holds it/,
+    call: () => {
+      const exp = mock();
+      return holding(exp.dmabuf.resv, () => exp.move());
+    },
+  },
+  {
+    entry: 'mock-exporter.MockExporter.move',
+    case: 'revoked buffer',
+    errno: 'ENODEV',
+    message: /MockExporter\.move: dmabuf mock-exporter:\d+ is revoked/,
+    call: async () => (await revokedMock()).exp.move(),
+  },
+  {
+    entry: 'mock-exporter.MockExporter.moveLocked',
+    case: 'resv not held',
+    errno: 'EPERM',
+    message: /MockExporter\.moveLocked: dmabuf:mock-exporter lock must be held/,
+    call: () => mock().moveLocked('system'),
+  },
+  {
+    entry: 'mock-exporter.MockExporter.revoke',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /wwMutexLock\(dmabuf:mock-exporter\): task bad-input already holds it/,
+    call: () => {
+      const exp = mock();
+      return holding(exp.dmabuf.resv, () => exp.revoke());
+    },
+  },
+  {
+    entry: 'mock-exporter.MockExporter.unrevoke',
+    case: 'resv held by the caller',
+    errno: 'EDEADLK',
+    message: /wwMutexLock\(dmabuf:mock-exporter\): task bad-input already holds it/,
+    call: () => {
+      const exp = mock();
+      return holding(exp.dmabuf.resv, () => exp.unrevoke());
+    },
+  },
+  {
+    entry: 'heaps/dma-heap.DmaHeapRegistry.add',
+    case: 'empty name',
+    errno: 'EINVAL',
+    message: /dmaHeapAdd: exp_info\.name missing/,
+    call: () => new DmaHeapRegistry().add('', { allocate: () => probe() }, null),
+  },
+  {
+    entry: 'heaps/dma-heap.DmaHeapRegistry.add',
+    case: 'allocate op missing',
+    errno: 'EINVAL',
+    message: /dmaHeapAdd\(cma\): ops\.allocate missing/,
+    call: () => new DmaHeapRegistry().add('cma', {} as never, null),
+  },
+  {
+    entry: 'heaps/dma-heap.DmaHeapRegistry.add',
+    case: 'name taken',
+    errno: 'EEXIST',
+    message: /dmaHeapAdd: heap system already exists/,
+    call: () => kernel().heaps.add('system', { allocate: () => probe() }, null),
+  },
+  {
+    entry: 'heaps/dma-heap.DmaHeapRegistry.find',
+    case: 'unknown name',
+    errno: 'ENOENT',
+    message: /dma_heap: no heap named "reserved" \(have system\)/,
+    call: () => kernel().heaps.find('reserved'),
+  },
+  {
+    entry: 'heaps/dma-heap.dmaHeapBufferAlloc',
+    case: 'len not an integer',
+    errno: 'EINVAL',
+    message: /DMA_HEAP_IOCTL_ALLOC\(system\): len 1\.5/,
+    call: () => dmaHeapBufferAlloc(kernel().heaps.find('system'), 1.5, 0, 0),
+  },
+  {
+    entry: 'heaps/dma-heap.dmaHeapBufferAlloc',
+    case: 'fd_flags not a number',
+    errno: 'EINVAL',
+    message: /DMA_HEAP_IOCTL_ALLOC\(system\): fd_flags 0xNaN has invalid bits/,
+    call: () => dmaHeapBufferAlloc(kernel().heaps.find('system'), 4096, 'rw' as never, 0),
+  },
+  {
+    entry: 'heaps/dma-heap.dmaHeapBufferAlloc',
+    case: 'not a heap',
+    errno: 'EINVAL',
+    message: /DMA_HEAP_IOCTL_ALLOC: heap is not a dma-heap/,
+    call: () => dmaHeapBufferAlloc({} as DmaHeap, 4096, 0, 0),
   },
 );
 

@@ -147,12 +147,15 @@ export function dmaFenceIsArray(fence: DmaFence | null | undefined): fence is Dm
 
 /** dma_fence_array_first: first child of an array, or `head` itself if it is not an array. */
 export function dmaFenceArrayFirst(head: DmaFence): DmaFence {
+  if (!(head instanceof DmaFence)) throw err('EINVAL', 'dmaFenceArrayFirst: head is not a DmaFence');
   const array = toDmaFenceArray(head);
   return array ? array.fences[0] : head;
 }
 
 /** dma_fence_array_next: child `index` of an array, or null past the end (or for a non-array). */
 export function dmaFenceArrayNext(head: DmaFence, index: number): DmaFence | null {
+  if (!(head instanceof DmaFence)) throw err('EINVAL', 'dmaFenceArrayNext: head is not a DmaFence');
+  if (!Number.isInteger(index) || index < 0) throw err('EINVAL', `dmaFenceArrayNext: index ${index}`);
   const array = toDmaFenceArray(head);
   return array && index < array.fences.length ? array.fences[index] : null;
 }

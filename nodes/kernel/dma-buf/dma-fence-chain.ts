@@ -115,6 +115,7 @@ export function dmaFenceChainContained(fence: DmaFence): DmaFence {
  * at the end of the chain (always null for a non-chain fence).
  */
 export function dmaFenceChainWalk(fence: DmaFence): DmaFence | null {
+  if (!(fence instanceof DmaFence)) throw err('EINVAL', 'dmaFenceChainWalk: fence is not a DmaFence');
   const chain = toDmaFenceChain(fence);
   if (!chain) {
     dmaFencePut(fence);
@@ -152,6 +153,7 @@ export function dmaFenceChainWalk(fence: DmaFence): DmaFence | null {
  * is fine; the iterator drops its reference.
  */
 export function* dmaFenceChainForEach(head: DmaFence): Generator<DmaFence, void, undefined> {
+  if (!(head instanceof DmaFence)) throw err('EINVAL', 'dmaFenceChainForEach: head is not a DmaFence');
   let iter: DmaFence | null = dmaFenceGet(head);
   try {
     while (iter) {
@@ -175,6 +177,7 @@ export function* dmaFenceChainForEach(head: DmaFence): Generator<DmaFence, void,
  * ("future point").
  */
 export function dmaFenceChainFindSeqno(fence: DmaFence, seqno: number): DmaFence | null {
+  if (!(fence instanceof DmaFence)) throw err('EINVAL', 'dmaFenceChainFindSeqno: fence is not a DmaFence');
   if (!seqno) return dmaFenceGet(fence);
   const chain = toDmaFenceChain(fence);
   if (!chain) {

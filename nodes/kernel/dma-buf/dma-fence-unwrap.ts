@@ -32,6 +32,7 @@ export function dmaFenceIsContainer(fence: DmaFence): boolean {
  * Leaves are borrowed for the step; take a reference to keep one.
  */
 export function* dmaFenceUnwrapForEach(head: DmaFence): Generator<DmaFence, void, undefined> {
+  if (!(head instanceof DmaFence)) throw err('EINVAL', 'dmaFenceUnwrapForEach: head is not a DmaFence');
   for (const node of dmaFenceChainForEach(head)) {
     const inner = dmaFenceChainContained(node);
     const array = toDmaFenceArray(inner);

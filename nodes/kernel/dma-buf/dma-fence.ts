@@ -184,8 +184,13 @@ export class DmaFence {
   }
 }
 
+function checkFence(fn: string, fence: DmaFence): void {
+  if (!(fence instanceof DmaFence)) throw err('EINVAL', `${fn}: fence is not a DmaFence`);
+}
+
 /** dma_fence_get: take a reference. */
 export function dmaFenceGet<T extends DmaFence | null | undefined>(fence: T): T {
+  if (fence) checkFence('dmaFenceGet', fence);
   if (fence) fence.refcount++;
   return fence;
 }
@@ -193,6 +198,7 @@ export function dmaFenceGet<T extends DmaFence | null | undefined>(fence: T): T 
 /** dma_fence_put: drop a reference; the last one calls ops.release. Over-put is EINVAL. */
 export function dmaFencePut(fence: DmaFence | null | undefined): void {
   if (!fence) return;
+  checkFence('dmaFencePut', fence);
   if (fence.refcount <= 0)
     throw err('EINVAL', `dmaFencePut: fence ${fence.context}:${fence.seqno} already released`);
   if (--fence.refcount === 0) fence._release();
@@ -204,6 +210,7 @@ export function dmaFencePut(fence: DmaFence | null | undefined): void {
  * section, synchronously, in the order they were added.
  */
 export function dmaFenceSignalTimestamp(fence: DmaFence, timestampNs: number): boolean {
+  checkFence('dmaFenceSignalTimestamp', fence);
   if (fence.flags & DmaFenceFlag.SIGNALED) return false;
   fence.flags |= DmaFenceFlag.SIGNALED;
   fence.timestamp = timestampNs;
@@ -226,6 +233,7 @@ export function dmaFenceSignalTimestamp(fence: DmaFence, timestampNs: number): b
 
 /** dma_fence_signal: signal now. Returns false if already signalled. */
 export function dmaFenceSignal(fence: DmaFence): boolean {
+  checkFence('dmaFenceSignal', fence);
   return dmaFenceSignalTimestamp(fence, ktimeGetNs());
 }
 
@@ -234,6 +242,7 @@ export function dmaFenceSignal(fence: DmaFence): boolean {
  * Must be called before signalling (rule 10): EINVAL if already signalled or not a negative errno.
  */
 export function dmaFenceSetError(fence: DmaFence, error: number): void {
+  checkFence('dmaFenceSetError', fence);
   if (fence.flags & DmaFenceFlag.SIGNALED) {
     throw err('EINVAL', `dmaFenceSetError: fence ${fence.context}:${fence.seqno} already signalled`);
   }
@@ -246,6 +255,7 @@ export function dmaFenceSetError(fence: DmaFence, error: number): void {
  * hardware (ops.signaled) and signal the fence when it reports done.
  */
 export function dmaFenceIsSignaled(fence: DmaFence): boolean {
+  checkFence('dmaFenceIsSignaled', fence);
   if (fence.flags & DmaFenceFlag.SIGNALED) return true;
   if (fence.ops?.signaled?.(fence)) {
     dmaFenceSignal(fence);
@@ -262,12 +272,14 @@ export const dmaFenceCheckAndSignal = dmaFenceIsSignaled;
  * error, the negative errno if signalled with one.
  */
 export function dmaFenceGetStatus(fence: DmaFence): number {
+  checkFence('dmaFenceGetStatus', fence);
   if (!dmaFenceIsSignaled(fence)) return 0;
   return fence.error || 1;
 }
 
 /** dma_fence_enable_sw_signaling: call ops.enableSignaling once. */
 export function dmaFenceEnableSwSignaling(fence: DmaFence): void {
+  checkFence('dmaFenceEnableSwSignaling', fence);
   enableSignaling(fence);
 }
 
@@ -289,6 +301,7 @@ function enableSignaling(fence: DmaFence): boolean {
  * The callback runs inside a signalling section: it must not take a dma_resv lock or wait.
  */
 export function dmaFenceAddCallback(fence: DmaFence, cb: DmaFenceCb, func?: DmaFenceFunc): 0 | -2 {
+  checkFence('dmaFenceAddCallback', fence);
   if (func) cb.func = func;
   if (typeof cb.func !== 'function') throw err('EINVAL', 'dmaFenceAddCallback: cb.func is not a function');
   if (cb.pendingOn) throw err('EBUSY', 'dmaFenceAddCallback: cb is already queued on a fence');
@@ -300,6 +313,7 @@ export function dmaFenceAddCallback(fence: DmaFence, cb: DmaFenceCb, func?: DmaF
 
 /** dma_fence_remove_callback: true iff the callback was still pending (it will not run now). */
 export function dmaFenceRemoveCallback(fence: DmaFence, cb: DmaFenceCb): boolean {
+  if (!cb || typeof cb !== 'object') throw err('EINVAL', 'dmaFenceRemoveCallback: cb is not a dma_fence_cb');
   if (cb.pendingOn !== fence) return false;
   cb.pendingOn = undefined;
   return fence._dequeue(cb);
@@ -326,6 +340,9 @@ export function seqnoAfter(a: number, b: number, seqno64: boolean): boolean {
 
 /** dma_fence_set_deadline: forward a "needed by" hint (ms, performance.now clock). */
 export function dmaFenceSetDeadline(fence: DmaFence, deadlineMs: number): void {
+  checkFence('dmaFenceSetDeadline', fence);
+  if (typeof deadlineMs !== 'number' || Number.isNaN(deadlineMs))
+    throw err('EINVAL', `dmaFenceSetDeadline: deadline ${deadlineMs} is not a time`);
   if (!fence.signaledFlag) fence.ops?.setDeadline?.(fence, deadlineMs);
 }
 
@@ -345,6 +362,8 @@ export function dmaFenceWaitTimeout(
   timeoutMs: number,
   opts: DmaFenceWaitOpts = {},
 ): Promise<number> {
+  if (!(fence instanceof DmaFence))
+    return Promise.reject(err('EINVAL', 'dmaFenceWaitTimeout: fence is not a DmaFence'));
   if (!(timeoutMs >= 0))
     return Promise.reject(err('EINVAL', `dmaFenceWaitTimeout: timeout ${timeoutMs} < 0`));
   if (dmaFenceInSignallingSection()) {
@@ -396,14 +415,16 @@ export function dmaFenceWaitTimeout(
 
 /**
  * dma_fence_wait_any_timeout: wait until any fence signals. Resolves to `{ remaining, index }`
- * (index of the first signalled fence, -1 and remaining 0 on timeout). EINVAL for no fences.
+ * (index of the first signalled fence, -1 and remaining 0 on timeout). EINVAL for no fences or
+ * a `fences` that is not an array.
  */
 export async function dmaFenceWaitAnyTimeout(
   fences: readonly DmaFence[],
   timeoutMs: number,
   opts: DmaFenceWaitOpts = {},
 ): Promise<{ remaining: number; index: number }> {
-  if (fences.length === 0) throw err('EINVAL', 'dmaFenceWaitAnyTimeout: no fences');
+  if (!Array.isArray(fences) || fences.length === 0)
+    throw err('EINVAL', 'dmaFenceWaitAnyTimeout: fences must be a non-empty array');
   if (!(timeoutMs >= 0)) throw err('EINVAL', `dmaFenceWaitAnyTimeout: timeout ${timeoutMs} < 0`);
   const idx = fences.findIndex((f) => dmaFenceIsSignaled(f));
   if (idx >= 0) return { remaining: Math.max(1, timeoutMs), index: idx };

@@ -34,6 +34,7 @@ import { type DmaFence, DmaFenceTimeline, dmaFenceSetError, dmaFenceWaitTimeout 
 import {
   DmaResvUsage,
   dmaResvAddFence,
+  dmaResvAssertHeld,
   dmaResvGetFences,
   dmaResvLock,
   dmaResvReserveFences,
@@ -117,6 +118,7 @@ export class MockExporter {
 
   /** Steps 1-4 of DOC: move with the resv lock held (also used by pin/map migration). */
   moveLocked(target: Placement): DmaFence {
+    dmaResvAssertHeld(this.dmabuf.resv, 'MockExporter.moveLocked');
     if (this.revoked) throw err('ENODEV', `MockExporter.move: ${this.dmabuf} is revoked`);
     if (dmaBufIsPinned(this.dmabuf))
       throw err('EBUSY', `MockExporter.move: ${this.dmabuf} is pinned (rule 11)`);

@@ -14,7 +14,7 @@
  */
 import { err, type EmuError } from '../../../common/errno.ts';
 import {
-  type DmaFence,
+  DmaFence,
   type DmaFenceCb,
   dmaFenceAddCallback,
   dmaFenceGet,
@@ -51,6 +51,7 @@ export class SyncFile implements FileObject {
 
 /** sync_file_create: a sync_file holding a new reference to `fence`. Install it with FdTable.install(). */
 export function syncFileCreate(fence: DmaFence, userName = ''): SyncFile {
+  if (!(fence instanceof DmaFence)) throw err('EINVAL', 'syncFileCreate: fence is not a DmaFence');
   return new SyncFile(dmaFenceGet(fence), userName);
 }
 

@@ -19,7 +19,7 @@
  */
 import { type EmuError, err } from '../../../common/errno.ts';
 import {
-  type DmaFence,
+  DmaFence,
   type DmaFenceCb,
   dmaFenceAddCallback,
   dmaFenceAllocatePrivateStub,
@@ -113,13 +113,20 @@ export class DrmSyncobjTable {
   }
 }
 
+function checkSyncobj(fn: string, syncobj: DrmSyncobj): void {
+  if (!(syncobj instanceof DrmSyncobj)) throw err('EINVAL', `${fn}: syncobj is not a drm_syncobj`);
+  if (syncobj.refcount <= 0) throw err('EINVAL', `${fn}: syncobj already released`);
+}
+
 export function drmSyncobjGet(syncobj: DrmSyncobj): DrmSyncobj {
+  checkSyncobj('drmSyncobjGet', syncobj);
   syncobj.refcount++;
   return syncobj;
 }
 
 /** drm_syncobj_put: the last reference drops the payload. */
 export function drmSyncobjPut(syncobj: DrmSyncobj): void {
+  checkSyncobj('drmSyncobjPut', syncobj);
   if (--syncobj.refcount === 0) drmSyncobjReplaceFence(syncobj, null);
 }
 
@@ -131,6 +138,7 @@ export function drmSyncobjFind(file: DrmSyncobjTable, handle: number): DrmSyncob
 
 /** drm_syncobj_fence_get: a new reference to the payload, or null. */
 export function drmSyncobjFenceGet(syncobj: DrmSyncobj): DmaFence | null {
+  checkSyncobj('drmSyncobjFenceGet', syncobj);
   return dmaFenceGet(syncobj.fence);
 }
 
@@ -171,6 +179,10 @@ function removeWait(syncobj: DrmSyncobj, w: WaitEntry): void {
 
 /** drm_syncobj_replace_fence: install `fence` (a new reference is taken) or null as the payload. */
 export function drmSyncobjReplaceFence(syncobj: DrmSyncobj, fence: DmaFence | null): void {
+  if (!(syncobj instanceof DrmSyncobj))
+    throw err('EINVAL', 'drmSyncobjReplaceFence: syncobj is not a drm_syncobj');
+  if (fence !== null && !(fence instanceof DmaFence))
+    throw err('EINVAL', 'drmSyncobjReplaceFence: fence is not a DmaFence or null');
   const old = syncobj.fence;
   syncobj.fence = dmaFenceGet(fence);
   if (fence !== old) wakeWaiters(syncobj);
@@ -182,6 +194,9 @@ export function drmSyncobjReplaceFence(syncobj: DrmSyncobj, fence: DmaFence | nu
  * A point not above the last one makes an unordered node (rule 28) and is allowed, as in Linux.
  */
 export function drmSyncobjAddPoint(syncobj: DrmSyncobj, fence: DmaFence, point: number): void {
+  checkSyncobj('drmSyncobjAddPoint', syncobj);
+  if (!(fence instanceof DmaFence)) throw err('EINVAL', 'drmSyncobjAddPoint: fence is not a DmaFence');
+  if (!Number.isSafeInteger(point) || point < 0) throw err('EINVAL', `drmSyncobjAddPoint: point ${point}`);
   const prev = syncobj.fence; // the payload's reference moves into the chain node
   syncobj.fence = dmaFenceChainInit(prev, dmaFenceGet(fence), point);
   wakeWaiters(syncobj);

@@ -65,6 +65,7 @@ export class DmaHeapRegistry {
  * Throws: EINVAL naming len (0 after page alignment), fd_flags or heap_flags; heap errors (ENOMEM).
  */
 export function dmaHeapBufferAlloc(heap: DmaHeap, len: number, fdFlags: number, heapFlags: number): DmaBuf {
+  if (!(heap instanceof DmaHeap)) throw err('EINVAL', 'DMA_HEAP_IOCTL_ALLOC: heap is not a dma-heap');
   if (!Number.isSafeInteger(len) || len < 0)
     throw err('EINVAL', `DMA_HEAP_IOCTL_ALLOC(${heap.name}): len ${len}`);
   const aligned = Math.ceil(len / PAGE_SIZE) * PAGE_SIZE;
