@@ -10,6 +10,8 @@
  *  4. publish the copy job as a KERNEL fence; unlock;
  *  5. the copy job waits for every fence that was on the buffer (BOOKKEEP included), copies, and
  *     only then frees the old pages (rule 25) and signals the KERNEL fence.
+ * Steps 2-5 are the shared protocol of dma-buf-move.ts (the GPU driver uses it too); the copy
+ * here is a CPU copy.
  * A fence that never signals leaves the old pages allocated (counted in `leakedMoves`): the
  * emulator never reuses memory a device may still touch.
  *
@@ -30,14 +32,12 @@ import {
   dmaBufIsPinned,
 } from './dma-buf.ts';
 import type { DmaBufOps } from './dma-buf-ops.ts';
-import { type DmaFence, DmaFenceTimeline, dmaFenceSetError, dmaFenceWaitTimeout } from './dma-fence.ts';
+import { dmaBufMoveBeginLocked, dmaBufMoveRun } from './dma-buf-move.ts';
+import { type DmaFence, DmaFenceTimeline, dmaFenceWaitTimeout } from './dma-fence.ts';
 import {
   DmaResvUsage,
-  dmaResvAddFence,
   dmaResvAssertHeld,
-  dmaResvGetFences,
   dmaResvLock,
-  dmaResvReserveFences,
   dmaResvUnlock,
   dmaResvWaitTimeout,
 } from './dma-resv.ts';
@@ -122,40 +122,29 @@ export class MockExporter {
     if (this.revoked) throw err('ENODEV', `MockExporter.move: ${this.dmabuf} is revoked`);
     if (dmaBufIsPinned(this.dmabuf))
       throw err('EBUSY', `MockExporter.move: ${this.dmabuf} is pinned (rule 11)`);
-    const resv = this.dmabuf.resv;
     // The copy job overwrites every byte: no zeroing first.
     const next = PageList.allocate(this.allocator(target), this.pages.size, { maxRun: 8, zero: false });
     const old = this.pages;
-    const deps = dmaResvGetFences(resv, DmaResvUsage.BOOKKEEP).filter((f) => !f.signaledFlag);
-    const fence = this.timeline.emit();
-    dmaResvReserveFences(resv, 1);
     const from = this.placement;
-    this.pages = next;
-    this.placement = target;
-    this.moves++;
-    dmaBufInvalidateMappings(this.dmabuf);
-    dmaResvAddFence(resv, fence, DmaResvUsage.KERNEL);
-    trace('dmabufMove', () => ({ buf: String(this.dmabuf), from, to: target, deps: deps.length }));
-    void this.copyJob(deps, old, next, fence);
-    return fence;
-  }
-
-  // Step 5: ordered after every fence on the old location; frees old pages only then.
-  private async copyJob(deps: DmaFence[], old: PageList, next: PageList, fence: DmaFence): Promise<void> {
-    const timeout = this.env.fenceTimeoutMs ?? 10_000;
-    // The copy engine runs asynchronously to the CPU that queued it, even with nothing to wait for.
-    await new Promise((r) => setImmediate(r));
-    for (const dep of deps) {
-      if ((await dmaFenceWaitTimeout(dep, timeout)) === 0) {
+    // Steps 2-4 and 5 are the shared protocol (dma-buf-move.ts); only the copy is ours (the CPU).
+    const move = dmaBufMoveBeginLocked(this.dmabuf.resv, this.dmabuf, this.timeline, () => {
+      this.pages = next;
+      this.placement = target;
+      this.moves++;
+    });
+    trace('dmabufMove', () => ({ buf: String(this.dmabuf), from, to: target, deps: move.deps.length }));
+    void dmaBufMoveRun(move, this.timeline, {
+      timeoutMs: this.env.fenceTimeoutMs ?? 10_000,
+      copy: () => {
+        old.copyTo(next);
+        return 0;
+      },
+      release: () => old.free(),
+      leak: () => {
         this.leakedMoves++;
-        dmaFenceSetError(fence, -110 /* -ETIMEDOUT */);
-        this.timeline.signal(fence);
-        return;
-      }
-    }
-    old.copyTo(next);
-    old.free();
-    this.timeline.signal(fence);
+      },
+    });
+    return move.fence;
   }
 
   /**
