@@ -162,6 +162,32 @@ import {
   syncobjWait,
 } from '../nodes/kernel/dma-buf/syncobj.ts';
 import { FdTable, type FileObject } from '../nodes/kernel/fs/file.ts';
+import {
+  iommuDmaAllocIova,
+  iommuDmaFreeIova,
+  iommuDmaMapSg,
+  iommuDmaUnmapSg,
+} from '../nodes/kernel/iommu/dma-iommu.ts';
+import {
+  IOMMU_READ,
+  IOMMU_WRITE,
+  Iommu,
+  type IommuDomain,
+  IommuDomainType,
+  iommuAttachDevice,
+  iommuDetachDevice,
+  iommuDeviceDmaCtx,
+  iommuDomainAlloc,
+  iommuDomainFree,
+  iommuIovaToPhys,
+  iommuMap,
+  iommuUnmap,
+} from '../nodes/kernel/iommu/iommu.ts';
+import { IovaDomain } from '../nodes/kernel/iommu/iova.ts';
+import { PageAllocator } from '../nodes/kernel/mm/page-alloc.ts';
+import { PageList } from '../nodes/kernel/mm/page-list.ts';
+import { PhysMap, PhysWindowKind } from '../nodes/kernel/mm/phys-map.ts';
+import { type MemRegion, MemRegionKind, memRegionCreate } from '../nodes/kernel/mm/region.ts';
 import { runInTask } from '../nodes/kernel/locking/task.ts';
 import { WwAcquireCtx } from '../nodes/kernel/locking/ww-mutex.ts';
 import { HostKernel } from '../nodes/kernel/kernel.ts';
@@ -3427,6 +3453,779 @@ rows.push(
     errno: 'EINVAL',
     message: /DMA_HEAP_IOCTL_ALLOC: heap is not a dma-heap/,
     call: () => dmaHeapBufferAlloc({} as DmaHeap, 4096, 0, 0),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/mm/{region,page-alloc,page-list,phys-map}.ts
+
+/** A 16-page VRAM region named r. */
+const region = (): MemRegion => memRegionCreate('r', MemRegionKind.VRAM, 16 * PAGE_SIZE);
+/** A page allocator over a fresh 16-page region. */
+const pages = (): PageAllocator => new PageAllocator(region());
+
+rows.push(
+  {
+    entry: 'mm/region.memRegionCreate',
+    case: 'empty name',
+    errno: 'EINVAL',
+    message: /memRegionCreate: name must be a non-empty string/,
+    call: () => memRegionCreate('', MemRegionKind.RAM, PAGE_SIZE),
+  },
+  {
+    entry: 'mm/region.memRegionCreate',
+    case: 'unknown kind',
+    errno: 'EINVAL',
+    message: /memRegionCreate\(r\): kind must be a MemRegionKind, got 9/,
+    call: () => memRegionCreate('r', 9 as never, PAGE_SIZE),
+  },
+  {
+    entry: 'mm/region.memRegionCreate',
+    case: 'size not a page multiple',
+    errno: 'EINVAL',
+    message: /memRegionCreate\(r\): size must be a positive multiple of 4096 up to 2\^32, got 100/,
+    call: () => memRegionCreate('r', MemRegionKind.RAM, 100),
+  },
+  {
+    entry: 'mm/region.memRegionCreate',
+    case: 'size above 4 GiB',
+    errno: 'EINVAL',
+    message: /memRegionCreate\(r\): size must be .* got 8589934592/,
+    call: () => memRegionCreate('r', MemRegionKind.RAM, 2 ** 33),
+  },
+  {
+    entry: 'mm/region.MemRegion.view',
+    case: 'negative offset',
+    errno: 'EINVAL',
+    message: /MemRegion\.view\(r\): offset and length must be non-negative integers/,
+    call: () => region().view(-1, 1),
+  },
+  {
+    entry: 'mm/region.MemRegion.view',
+    case: 'range beyond the region',
+    errno: 'EINVAL',
+    message: /MemRegion\.view\(r\): \[0xf000, \+0x2000\) exceeds 0x10000/,
+    call: () => region().view(15 * PAGE_SIZE, 2 * PAGE_SIZE),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator',
+    case: 'region missing',
+    errno: 'EINVAL',
+    message: /PageAllocator: region is not a MemRegion/,
+    call: () => new PageAllocator(undefined as never),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.allocContigPages',
+    case: 'count 0',
+    errno: 'EINVAL',
+    message: /allocContigPages\(r\): count must be a positive integer, got 0/,
+    call: () => pages().allocContigPages(0),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.allocContigPages',
+    case: 'align 0',
+    errno: 'EINVAL',
+    message: /allocContigPages\(r\): align must be an integer in \[1, 16\], got 0/,
+    call: () => pages().allocContigPages(1, 0),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.allocContigPages',
+    case: 'more pages than the region',
+    errno: 'ENOMEM',
+    message: /allocContigPages: region r has no run of 17 free pages \(16 free\)/,
+    call: () => pages().allocContigPages(17),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.allocContigPages',
+    case: 'called from a thread that is not the owner',
+    errno: 'EPERM',
+    message: /allocContigPages\(r\): called from thread 0, owner is thread 99/,
+    call: () => new PageAllocator(region(), 99).allocContigPages(1),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.allocPagesBulk',
+    case: 'maxRun 0',
+    errno: 'EINVAL',
+    message: /allocPagesBulk\(r\): maxRun must be a positive integer, got 0/,
+    call: () => pages().allocPagesBulk(2, 0),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.allocPagesBulk',
+    case: 'more pages than are free',
+    errno: 'ENOMEM',
+    message: /allocPagesBulk: region r has 16 free pages, 20 requested/,
+    call: () => pages().allocPagesBulk(20),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.freeContigRange',
+    case: 'double free',
+    errno: 'EINVAL',
+    message: /freeContigRange\(r\): page 0 is not allocated \(double free\?\)/,
+    call: () => {
+      const a = pages();
+      const run = a.allocContigPages(2);
+      a.freeContigRange(run.pfn, run.count);
+      a.freeContigRange(run.pfn, run.count);
+    },
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.freeContigRange',
+    case: 'range beyond the region',
+    errno: 'EINVAL',
+    message: /freeContigRange\(r\): pfn 15 \+ count 2 outside 16 pages/,
+    call: () => pages().freeContigRange(15, 2),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.freePagesBulk',
+    case: 'run not allocated',
+    errno: 'EINVAL',
+    message: /freePagesBulk\(r\): page 3 is not allocated/,
+    call: () => pages().freePagesBulk([{ pfn: 3, count: 1 }]),
+  },
+  {
+    entry: 'mm/page-alloc.PageAllocator.freePagesBulk',
+    case: 'called from a thread that is not the owner',
+    errno: 'EPERM',
+    message: /freePagesBulk\(r\): called from thread 0, owner is thread 7/,
+    call: () => new PageAllocator(region(), 7).freePagesBulk([]),
+  },
+  {
+    entry: 'mm/page-list.PageList.allocate',
+    case: 'size 0',
+    errno: 'EINVAL',
+    message: /PageList\.allocate: size 0/,
+    call: () => PageList.allocate(pages(), 0),
+  },
+  {
+    entry: 'mm/page-list.PageList.allocate',
+    case: 'allocator missing',
+    errno: 'EINVAL',
+    message: /PageList\.allocate: alloc is not a PageAllocator/,
+    call: () => PageList.allocate(undefined as never, PAGE_SIZE),
+  },
+  {
+    entry: 'mm/page-list.PageList.allocate',
+    case: 'more than the region (contiguous)',
+    errno: 'ENOMEM',
+    message: /allocContigPages: region r has no run of 32 free pages/,
+    call: () => PageList.allocate(pages(), 32 * PAGE_SIZE, { contiguous: true }),
+  },
+  {
+    entry: 'mm/page-list.PageList.read',
+    case: 'range beyond the buffer',
+    errno: 'EINVAL',
+    message: /PageList\.read: \[4096, \+1\) outside 4096 bytes/,
+    call: () => PageList.allocate(pages(), PAGE_SIZE).read(PAGE_SIZE, new Uint8Array(1)),
+  },
+  {
+    entry: 'mm/page-list.PageList.write',
+    case: 'pages freed',
+    errno: 'EFAULT',
+    message: /PageList\.write: pages were freed/,
+    call: () => {
+      const list = PageList.allocate(pages(), PAGE_SIZE);
+      list.free();
+      list.write(0, new Uint8Array(1));
+    },
+  },
+  {
+    entry: 'mm/page-list.PageList.fill',
+    case: 'negative length',
+    errno: 'EINVAL',
+    message: /PageList\.fill: \[0, \+-1\) outside 4096 bytes/,
+    call: () => PageList.allocate(pages(), PAGE_SIZE).fill(0, -1, 0),
+  },
+  {
+    entry: 'mm/page-list.PageList.copyTo',
+    case: 'destination too small',
+    errno: 'EINVAL',
+    message: /PageList\.copyTo: destination of 4096 bytes < 8192/,
+    call: () => {
+      const a = pages();
+      PageList.allocate(a, 2 * PAGE_SIZE).copyTo(PageList.allocate(a, PAGE_SIZE));
+    },
+  },
+  {
+    entry: 'mm/page-list.PageList.physSegments',
+    case: 'region not in the physical map',
+    errno: 'EFAULT',
+    message: /PageList: region r is not in the physical map/,
+    call: () => PageList.allocate(pages(), PAGE_SIZE).physSegments(new PhysMap()),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addWindow',
+    case: 'unknown kind',
+    errno: 'EINVAL',
+    message: /PhysMap\.addWindow\(r\): kind must be a PhysWindowKind, got 5/,
+    call: () => new PhysMap().addWindow({ kind: 5 as never, phys: 0, region: region() }),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addWindow',
+    case: 'phys not page aligned',
+    errno: 'EINVAL',
+    message: /PhysMap\.addWindow\(r\): phys 4097 must be page aligned/,
+    call: () => new PhysMap().addWindow({ kind: PhysWindowKind.RAM, phys: 4097, region: region() }),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addWindow',
+    case: 'regionOffset not page aligned',
+    errno: 'EINVAL',
+    message: /PhysMap\.addWindow\(r\): regionOffset 100 must be a page-aligned offset/,
+    call: () =>
+      new PhysMap().addWindow({ kind: PhysWindowKind.RAM, phys: 0, region: region(), regionOffset: 100 }),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addWindow',
+    case: 'size beyond the region',
+    errno: 'EINVAL',
+    message: /PhysMap\.addWindow\(r\): regionOffset \+ size exceeds region r/,
+    call: () =>
+      new PhysMap().addWindow({ kind: PhysWindowKind.RAM, phys: 0, region: region(), size: 32 * PAGE_SIZE }),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addWindow',
+    case: 'busOffset not page aligned',
+    errno: 'EINVAL',
+    message: /PhysMap\.addWindow\(r\): busOffset 7 must keep the bus range page aligned/,
+    call: () =>
+      new PhysMap().addWindow({ kind: PhysWindowKind.BAR, phys: 0, region: region(), busOffset: 7 }),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addWindow',
+    case: 'overlaps a window',
+    errno: 'EEXIST',
+    message: /PhysMap\.addWindow\(r\): \[0x0, \+0x10000\) overlaps window r/,
+    call: () => {
+      const map = new PhysMap();
+      map.addWindow({ kind: PhysWindowKind.RAM, phys: 0, region: region() });
+      map.addWindow({ kind: PhysWindowKind.RAM, phys: 0, region: region() });
+    },
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addWindow',
+    case: 'region missing',
+    errno: 'EINVAL',
+    message: /PhysMap\.addWindow: spec\.region is not a MemRegion/,
+    call: () => new PhysMap().addWindow({ kind: PhysWindowKind.RAM, phys: 0 } as never),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addRam',
+    case: 'region missing',
+    errno: 'EINVAL',
+    message: /PhysMap\.addWindow: spec\.region is not a MemRegion/,
+    call: () => new PhysMap().addRam(undefined as never),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addBar',
+    case: 'size 0',
+    errno: 'EINVAL',
+    message: /PhysMap\.addBar\(r\): size 0 invalid/,
+    call: () => new PhysMap().addBar(region(), { size: 0 }),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.addBar',
+    case: 'region missing',
+    errno: 'EINVAL',
+    message: /PhysMap\.addBar: region is not a MemRegion/,
+    call: () => new PhysMap().addBar(undefined as never),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.removeWindow',
+    case: 'no window there',
+    errno: 'ENOENT',
+    message: /PhysMap\.removeWindow: no window starts at 0x1000/,
+    call: () => new PhysMap().removeWindow(0x1000),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.removeWindow',
+    case: 'window removed twice',
+    errno: 'ENOENT',
+    message: /PhysMap\.removeWindow: no window starts at 0x0/,
+    call: () => {
+      const map = new PhysMap();
+      map.addRam(region());
+      map.removeWindow(0);
+      map.removeWindow(0);
+    },
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/iommu/{iommu,iova,dma-iommu}.ts
+
+/** A DMA domain on a fresh IOMMU. */
+function dmaDom(opts: { apertureBits?: number } = {}): IommuDomain {
+  return iommuDomainAlloc(new Iommu(new PhysMap()), IommuDomainType.DMA, opts);
+}
+
+/** A domain of `type` that was freed. */
+function freedDom(type: IommuDomainType = IommuDomainType.DMA): IommuDomain {
+  const d = iommuDomainAlloc(new Iommu(new PhysMap()), type);
+  iommuDomainFree(d);
+  return d;
+}
+
+const RW = IOMMU_READ | IOMMU_WRITE;
+
+rows.push(
+  {
+    entry: 'iommu/iommu.Iommu',
+    case: 'fault ring not a power of two',
+    errno: 'EINVAL',
+    message: /IommuFaultLog: capacity must be a power of two in \[2, 2\^20\], got 3/,
+    call: () => new Iommu(new PhysMap(), { faultRingSlots: 3 }),
+  },
+  {
+    entry: 'iommu/iommu.Iommu.probeDevice',
+    case: 'deviceId 0',
+    errno: 'EINVAL',
+    message: /iommuProbeDevice: deviceId must be an integer in \[1, 2\^31\), got 0/,
+    call: () => new Iommu(new PhysMap()).probeDevice(0),
+  },
+  {
+    entry: 'iommu/iommu.iommuDomainAlloc',
+    case: 'unknown type',
+    errno: 'EINVAL',
+    message: /iommuDomainAlloc: type must be an IommuDomainType, got paging/,
+    call: () => iommuDomainAlloc(new Iommu(new PhysMap()), 'paging' as never),
+  },
+  {
+    entry: 'iommu/iommu.iommuDomainAlloc',
+    case: 'apertureBits out of range',
+    errno: 'EINVAL',
+    message: /iommuDomainAlloc: apertureBits must be an integer in \[\d+, \d+\], got 64/,
+    call: () => dmaDom({ apertureBits: 64 }),
+  },
+  {
+    entry: 'iommu/iommu.iommuDomainFree',
+    case: 'devices still attached',
+    errno: 'EBUSY',
+    message: /iommuDomainFree: domain \d+ still has devices 1/,
+    call: () => {
+      const d = dmaDom();
+      iommuAttachDevice(d, 1);
+      iommuDomainFree(d);
+    },
+  },
+  {
+    entry: 'iommu/iommu.iommuDomainFree',
+    case: 'not a domain',
+    errno: 'EINVAL',
+    message: /iommuDomainFree: domain is not an IommuDomain/,
+    call: () => iommuDomainFree(undefined as never),
+  },
+  {
+    entry: 'iommu/iommu.iommuAttachDevice',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuAttachDevice: domain \d+ was freed/,
+    call: () => iommuAttachDevice(freedDom(), 1),
+  },
+  {
+    entry: 'iommu/iommu.iommuAttachDevice',
+    case: 'device attached elsewhere',
+    errno: 'EBUSY',
+    message: /iommuAttachDevice: device 4 is attached to domain \d+; detach first/,
+    call: () => {
+      const iommu = new Iommu(new PhysMap());
+      iommuAttachDevice(iommuDomainAlloc(iommu, IommuDomainType.DMA), 4);
+      iommuAttachDevice(iommuDomainAlloc(iommu, IommuDomainType.DMA), 4);
+    },
+  },
+  {
+    entry: 'iommu/iommu.iommuAttachDevice',
+    case: 'deviceId not an integer',
+    errno: 'EINVAL',
+    message: /iommuAttachDevice: deviceId must be an integer in \[1, 2\^31\), got 1\.5/,
+    call: () => iommuAttachDevice(dmaDom(), 1.5),
+  },
+  {
+    entry: 'iommu/iommu.iommuDetachDevice',
+    case: 'device not attached to the domain',
+    errno: 'EINVAL',
+    message: /iommuDetachDevice: device 5 is not attached to domain \d+/,
+    call: () => iommuDetachDevice(dmaDom(), 5),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuMap: domain \d+ was freed/,
+    call: () => iommuMap(freedDom(), 0, 0, PAGE_SIZE, RW),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'not a domain',
+    errno: 'EINVAL',
+    message: /iommuMap: domain is not an IommuDomain/,
+    call: () => iommuMap(null as never, 0, 0, PAGE_SIZE, RW),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'identity domain',
+    errno: 'EINVAL',
+    message: /iommuMap: domain \d+ is not a paging domain/,
+    call: () =>
+      iommuMap(iommuDomainAlloc(new Iommu(new PhysMap()), IommuDomainType.IDENTITY), 0, 0, PAGE_SIZE, RW),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'iova not page aligned',
+    errno: 'EINVAL',
+    message: /iommuMap: iova 4097 must be page aligned/,
+    call: () => iommuMap(dmaDom(), 4097, 0, PAGE_SIZE, RW),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'size 0',
+    errno: 'EINVAL',
+    message: /iommuMap: size 0 must be a positive multiple of 4096/,
+    call: () => iommuMap(dmaDom(), 0, 0, 0, RW),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'range beyond the aperture',
+    errno: 'EINVAL',
+    message: /iommuMap: iova range \[0xff000, \+0x2000\) exceeds the aperture 0x100000/,
+    call: () => iommuMap(dmaDom({ apertureBits: 20 }), 0xff000, 0, 2 * PAGE_SIZE, RW),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'paddr not page aligned',
+    errno: 'EINVAL',
+    message: /iommuMap: paddr 1 must be page aligned/,
+    call: () => iommuMap(dmaDom(), 0, 1, PAGE_SIZE, RW),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'prot without READ or WRITE',
+    errno: 'EINVAL',
+    message: /iommuMap: prot 0 must include IOMMU_READ or IOMMU_WRITE/,
+    call: () => iommuMap(dmaDom(), 0, 0, PAGE_SIZE, 0),
+  },
+  {
+    entry: 'iommu/iommu.iommuMap',
+    case: 'iova already mapped',
+    errno: 'EEXIST',
+    message: /iommuMap: iova 0x1000 is already mapped/,
+    call: () => {
+      const d = dmaDom();
+      iommuMap(d, 0x1000, 0, PAGE_SIZE, RW);
+      iommuMap(d, 0x1000, 0x2000, PAGE_SIZE, RW);
+    },
+  },
+  {
+    entry: 'iommu/iommu.iommuUnmap',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuUnmap: domain \d+ was freed/,
+    call: () => iommuUnmap(freedDom(), 0, PAGE_SIZE),
+  },
+  {
+    entry: 'iommu/iommu.iommuUnmap',
+    case: 'size not a page multiple',
+    errno: 'EINVAL',
+    message: /iommuUnmap: size 100 must be a positive multiple of 4096/,
+    call: () => iommuUnmap(dmaDom(), 0, 100),
+  },
+  {
+    entry: 'iommu/iommu.iommuIovaToPhys',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuIovaToPhys: domain \d+ was freed/,
+    call: () => iommuIovaToPhys(freedDom(), 0x1000),
+  },
+  {
+    entry: 'iommu/iommu.iommuDeviceDmaCtx',
+    case: 'negative deviceId',
+    errno: 'EINVAL',
+    message: /iommuDeviceDmaCtx: deviceId must be an integer in \[1, 2\^31\), got -1/,
+    call: () => iommuDeviceDmaCtx(new Iommu(new PhysMap()), -1),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain',
+    case: 'granule not a power of two',
+    errno: 'EINVAL',
+    message: /initIovaDomain\(t\): granule must be a power of two >= 4096, got 5000/,
+    call: () => new IovaDomain(5000, 1, 100, 't'),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain',
+    case: 'negative startPfn',
+    errno: 'EINVAL',
+    message: /initIovaDomain\(t\): startPfn must be a non-negative integer, got -1/,
+    call: () => new IovaDomain(PAGE_SIZE, -1, 100, 't'),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain',
+    case: 'endPfn below startPfn',
+    errno: 'EINVAL',
+    message: /initIovaDomain\(t\): endPfn must be an integer in \[startPfn, 2\^40\), got 5/,
+    call: () => new IovaDomain(PAGE_SIZE, 10, 5, 't'),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain.allocIova',
+    case: 'size 0',
+    errno: 'EINVAL',
+    message: /allocIova\(t\): size must be a positive number of pfns, got 0/,
+    call: () => new IovaDomain(PAGE_SIZE, 1, 100, 't').allocIova(0, 100),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain.allocIova',
+    case: 'limitPfn below startPfn',
+    errno: 'EINVAL',
+    message: /allocIova\(t\): limitPfn must be an integer >= startPfn 10, got 3/,
+    call: () => new IovaDomain(PAGE_SIZE, 10, 100, 't').allocIova(1, 3),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain.allocIova',
+    case: 'no room',
+    errno: 'ENOSPC',
+    message: /allocIova\(t\): no 200-pfn range/,
+    call: () => new IovaDomain(PAGE_SIZE, 1, 100, 't').allocIova(200, 100),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain.freeIova',
+    case: 'freed twice',
+    errno: 'EINVAL',
+    message: /freeIova\(t\): pfn 0x[0-9a-f]+ is not in an allocated range/,
+    call: () => {
+      const iovad = new IovaDomain(PAGE_SIZE, 1, 100, 't');
+      const r = iovad.allocIova(4, 100);
+      iovad.freeIova(r.pfnLo);
+      iovad.freeIova(r.pfnLo);
+    },
+  },
+  {
+    entry: 'iommu/iova.IovaDomain.reserveIova',
+    case: 'pfnLo outside the domain',
+    errno: 'EINVAL',
+    message: /reserveIova\(t\): pfnLo 0 outside \[1, 100\]/,
+    call: () => new IovaDomain(PAGE_SIZE, 1, 100, 't').reserveIova(0, 5),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain.reserveIova',
+    case: 'pfnHi below pfnLo',
+    errno: 'EINVAL',
+    message: /reserveIova\(t\): pfnHi 3 must be in \[pfnLo, 100\]/,
+    call: () => new IovaDomain(PAGE_SIZE, 1, 100, 't').reserveIova(5, 3),
+  },
+  {
+    entry: 'iommu/iova.IovaDomain.reserveIova',
+    case: 'overlaps a held range',
+    errno: 'EEXIST',
+    message: /reserveIova\(t\): \[0x8, 0xa\] overlaps a range already held/,
+    call: () => {
+      const iovad = new IovaDomain(PAGE_SIZE, 1, 100, 't');
+      iovad.reserveIova(5, 9);
+      iovad.reserveIova(8, 10);
+    },
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaAllocIova',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuDmaAllocIova: domain \d+ was freed/,
+    call: () => iommuDmaAllocIova(freedDom(), PAGE_SIZE),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaAllocIova',
+    case: 'unmanaged domain',
+    errno: 'EINVAL',
+    message: /iommuDmaAllocIova: domain \d+ is not a DMA-API domain/,
+    call: () =>
+      iommuDmaAllocIova(iommuDomainAlloc(new Iommu(new PhysMap()), IommuDomainType.UNMANAGED), PAGE_SIZE),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaAllocIova',
+    case: 'size 0',
+    errno: 'EINVAL',
+    message: /iommuDmaAllocIova: size must be a positive integer, got 0/,
+    call: () => iommuDmaAllocIova(dmaDom(), 0),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaAllocIova',
+    case: 'dmaLimit below a page',
+    errno: 'EINVAL',
+    message: /iommuDmaAllocIova: dmaLimit must be an integer >= 4096, got 100/,
+    call: () => iommuDmaAllocIova(dmaDom(), PAGE_SIZE, 100),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaAllocIova',
+    case: 'larger than the aperture',
+    errno: 'ENOSPC',
+    message: /allocIova\(domain \d+\): no 512-pfn range/,
+    call: () => iommuDmaAllocIova(dmaDom({ apertureBits: 20 }), 2 << 20),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaFreeIova',
+    case: 'iova not allocated',
+    errno: 'EINVAL',
+    message: /iommuDmaFreeIova: iova 0x5000 does not start an allocated range/,
+    call: () => iommuDmaFreeIova(dmaDom(), 0x5000),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaFreeIova',
+    case: 'iova not page aligned',
+    errno: 'EINVAL',
+    message: /iommuDmaFreeIova: iova 10 must be page aligned/,
+    call: () => iommuDmaFreeIova(dmaDom(), 10),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaFreeIova',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuDmaFreeIova: domain \d+ was freed/,
+    call: () => iommuDmaFreeIova(freedDom(), 0x1000),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaMapSg',
+    case: 'no segments',
+    errno: 'EINVAL',
+    message: /iommuDmaMapSg: segs must be a non-empty array/,
+    call: () => iommuDmaMapSg(dmaDom(), [], RW),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaMapSg',
+    case: 'segment not page aligned',
+    errno: 'EINVAL',
+    message: /iommuDmaMapSg: segs\[1\] \{addr 4097, length 4096\} must be page aligned/,
+    call: () =>
+      iommuDmaMapSg(
+        dmaDom(),
+        [
+          { addr: 0, length: PAGE_SIZE },
+          { addr: 4097, length: PAGE_SIZE },
+        ],
+        RW,
+      ),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaMapSg',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuDmaMapSg: domain \d+ was freed/,
+    call: () => iommuDmaMapSg(freedDom(), [{ addr: 0, length: PAGE_SIZE }], RW),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaMapSg',
+    case: 'blocked domain',
+    errno: 'EINVAL',
+    message: /iommuDmaMapSg: domain \d+ is not a DMA-API domain/,
+    call: () =>
+      iommuDmaMapSg(
+        iommuDomainAlloc(new Iommu(new PhysMap()), IommuDomainType.BLOCKED),
+        [{ addr: 0, length: PAGE_SIZE }],
+        RW,
+      ),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaUnmapSg',
+    case: 'unmapped twice',
+    errno: 'EINVAL',
+    message: /iommuDmaUnmapSg: 0x[0-9a-f]+ was not returned by iommuDmaMapSg/,
+    call: () => {
+      const d = dmaDom();
+      const mapped = iommuDmaMapSg(d, [{ addr: 0, length: PAGE_SIZE }], RW);
+      iommuDmaUnmapSg(d, mapped);
+      iommuDmaUnmapSg(d, mapped);
+    },
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaUnmapSg',
+    case: 'freed domain',
+    errno: 'EINVAL',
+    message: /iommuDmaUnmapSg: domain \d+ was freed/,
+    call: () => iommuDmaUnmapSg(freedDom(), [{ addr: 0x1000, length: PAGE_SIZE }]),
+  },
+  {
+    entry: 'iommu/dma-iommu.iommuDmaUnmapSg',
+    case: 'mapped not an array',
+    errno: 'EINVAL',
+    message: /iommuDmaUnmapSg: mapped must be an array/,
+    call: () => iommuDmaUnmapSg(dmaDom(), undefined as never),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/kernel.ts
+
+rows.push(
+  {
+    entry: 'kernel.HostKernel',
+    case: 'ramBytes not a page multiple',
+    errno: 'EINVAL',
+    message: /memRegionCreate\(host0:ram\): size must be a positive multiple of 4096 up to 2\^32, got 100/,
+    call: () => new HostKernel({ ramBytes: 100 }),
+  },
+  {
+    entry: 'kernel.HostKernel.addDevice',
+    case: 'empty name',
+    errno: 'EINVAL',
+    message: /HostKernel\.addDevice: name missing/,
+    call: () => kernel().addDevice(''),
+  },
+  {
+    entry: 'kernel.HostKernel.addDevice',
+    case: 'name taken',
+    errno: 'EEXIST',
+    message: /HostKernel\.addDevice: device nic0 exists/,
+    call: () => {
+      const k = kernel();
+      k.addDevice('nic0');
+      k.addDevice('nic0');
+    },
+  },
+  {
+    entry: 'kernel.HostKernel.addDevice',
+    case: 'kernel closed',
+    errno: 'ENODEV',
+    message: /HostKernel\.addDevice: host host0 is closed/,
+    call: () => {
+      const k = kernel();
+      k.close();
+      k.addDevice('nic0');
+    },
+  },
+  {
+    entry: 'kernel.HostKernel.device',
+    case: 'unknown name',
+    errno: 'ENODEV',
+    message: /host host0: no device named "gpu7"/,
+    call: () => kernel().device('gpu7'),
+  },
+  {
+    entry: 'kernel.HostKernel.device',
+    case: 'kernel closed',
+    errno: 'ENODEV',
+    message: /host host0: no device named "nic0"/,
+    call: () => {
+      const k = kernel();
+      k.addDevice('nic0');
+      k.close();
+      return k.device('nic0');
+    },
+  },
+  {
+    entry: 'kernel.HostKernel.domainOf',
+    case: 'unknown name',
+    errno: 'ENODEV',
+    message: /host host0: no device named "gpu7"/,
+    call: () => kernel().domainOf('gpu7'),
+  },
+  {
+    entry: 'kernel.HostKernel.addDeviceMemory',
+    case: 'size not a page multiple',
+    errno: 'EINVAL',
+    message: /memRegionCreate\(host0:vram\): size must be .* got 100/,
+    call: () => kernel().addDeviceMemory('vram', 100),
+  },
+  {
+    entry: 'kernel.HostKernel.mockExporterEnv',
+    case: 'vramBytes 0',
+    errno: 'EINVAL',
+    message: /memRegionCreate\(host0:mock-vram0\): size must be .* got 0/,
+    call: () => kernel().mockExporterEnv(0),
   },
 );
 

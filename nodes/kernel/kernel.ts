@@ -58,10 +58,11 @@ export class HostKernel {
 
   /**
    * Add a DMA-capable device behind the IOMMU, in its own DMA domain (or an identity domain).
-   * Throws: EEXIST if the name is taken; EINVAL naming the name.
+   * Throws: EEXIST if the name is taken; EINVAL naming the name; ENODEV once the kernel is closed.
    */
   addDevice(name: string, opts: { identity?: boolean; pciId?: string } = {}): Device {
     if (typeof name !== 'string' || name === '') throw err('EINVAL', 'HostKernel.addDevice: name missing');
+    if (this.closed) throw err('ENODEV', `HostKernel.addDevice: host ${this.name} is closed`);
     if (this.devices.has(name)) throw err('EEXIST', `HostKernel.addDevice: device ${name} exists`);
     const iommuId = this.nextIommuId++;
     this.iommu.probeDevice(iommuId);

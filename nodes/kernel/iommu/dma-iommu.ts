@@ -8,7 +8,7 @@
 import { err } from '../../../common/errno.ts';
 import { IommuDomainType } from '../../fabric/iommu-layout.ts';
 import { hex, isAddrRange, isPageAligned, PAGE_SIZE } from '../../fabric/page.ts';
-import { type IommuDomain, iommuMap, iommuUnmap } from './iommu.ts';
+import { IommuDomain, iommuMap, iommuUnmap } from './iommu.ts';
 
 /** A DMA address range: physical in, bus/IOVA out. */
 export interface DmaSegment {
@@ -18,7 +18,12 @@ export interface DmaSegment {
 
 const DMA_BIT_MASK_32 = 2 ** 32 - 1;
 
+function isDomain(fn: string, domain: IommuDomain): void {
+  if (!(domain instanceof IommuDomain)) throw err('EINVAL', `${fn}: domain is not an IommuDomain`);
+}
+
 function dmaDomain(fn: string, domain: IommuDomain): void {
+  isDomain(fn, domain);
   if (domain.freed) throw err('EINVAL', `${fn}: domain ${domain.id} was freed`);
   if (domain.type !== IommuDomainType.DMA) {
     throw err('EINVAL', `${fn}: domain ${domain.id} is not a DMA-API domain (type ${domain.type})`);
@@ -81,6 +86,7 @@ export function iommuDmaMapSg(
   prot: number,
   dmaLimit?: number,
 ): DmaSegment[] {
+  isDomain('iommuDmaMapSg', domain);
   if (!Array.isArray(segs) || segs.length === 0)
     throw err('EINVAL', 'iommuDmaMapSg: segs must be a non-empty array');
   let total = 0;
@@ -115,6 +121,8 @@ export function iommuDmaMapSg(
  * the range is not fully mapped (double unmap) or not an allocated IOVA.
  */
 export function iommuDmaUnmapSg(domain: IommuDomain, mapped: readonly DmaSegment[]): void {
+  isDomain('iommuDmaUnmapSg', domain);
+  if (!Array.isArray(mapped)) throw err('EINVAL', 'iommuDmaUnmapSg: mapped must be an array');
   if (domain.type === IommuDomainType.IDENTITY) return;
   dmaDomain('iommuDmaUnmapSg', domain);
   for (const m of mapped) {

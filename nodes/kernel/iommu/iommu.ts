@@ -163,8 +163,13 @@ export function iommuDomainAlloc(
   return domain;
 }
 
+function checkDomain(fn: string, domain: IommuDomain): void {
+  if (!(domain instanceof IommuDomain)) throw err('EINVAL', `${fn}: domain is not an IommuDomain`);
+}
+
 /** iommu_domain_free(). Throws: EBUSY while devices are attached. Idempotent once freed. */
 export function iommuDomainFree(domain: IommuDomain): void {
+  checkDomain('iommuDomainFree', domain);
   if (domain.freed) return;
   if (domain.devices.size > 0) {
     throw err(
@@ -182,6 +187,7 @@ export function iommuDomainFree(domain: IommuDomain): void {
  * Throws: EINVAL (freed domain, bad deviceId); EBUSY if attached to another domain.
  */
 export function iommuAttachDevice(domain: IommuDomain, deviceId: number): void {
+  checkDomain('iommuAttachDevice', domain);
   if (domain.freed) throw err('EINVAL', `iommuAttachDevice: domain ${domain.id} was freed`);
   const dev = domain.iommu.device(deviceId, 'iommuAttachDevice');
   if (dev.domain === domain) return;
@@ -205,6 +211,7 @@ export function iommuAttachDevice(domain: IommuDomain, deviceId: number): void {
  * Throws: EINVAL if `deviceId` is not attached to `domain`.
  */
 export function iommuDetachDevice(domain: IommuDomain, deviceId: number): void {
+  checkDomain('iommuDetachDevice', domain);
   const dev = domain.iommu.device(deviceId, 'iommuDetachDevice');
   if (dev.domain !== domain)
     throw err('EINVAL', `iommuDetachDevice: device ${deviceId} is not attached to domain ${domain.id}`);
@@ -216,6 +223,7 @@ export function iommuDetachDevice(domain: IommuDomain, deviceId: number): void {
 }
 
 function checkPagingRange(fn: string, domain: IommuDomain, iova: number, size: number): void {
+  checkDomain(fn, domain);
   if (domain.freed) throw err('EINVAL', `${fn}: domain ${domain.id} was freed`);
   if (!domain.paging)
     throw err('EINVAL', `${fn}: domain ${domain.id} is not a paging domain (type ${domain.type})`);
@@ -266,8 +274,13 @@ export function iommuUnmap(domain: IommuDomain, iova: number, size: number): num
   return bytes;
 }
 
-/** iommu_iova_to_phys(): physical address for `iova`, or null if unmapped / blocked. */
+/**
+ * iommu_iova_to_phys(): physical address for `iova`, or null if unmapped / blocked.
+ * Throws: EINVAL for a freed domain (its tables no longer describe any device's view).
+ */
 export function iommuIovaToPhys(domain: IommuDomain, iova: number): number | null {
+  checkDomain('iommuIovaToPhys', domain);
+  if (domain.freed) throw err('EINVAL', `iommuIovaToPhys: domain ${domain.id} was freed`);
   if (domain.type === IommuDomainType.IDENTITY) return isAddr(iova) ? iova : null;
   if (!domain.paging || !isAddr(iova)) return null;
   return domain.pgtable.lookup(iova)?.phys ?? null;

@@ -17,7 +17,7 @@
 import { threadId } from 'node:worker_threads';
 import { err } from '../../../common/errno.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
-import type { MemRegion } from './region.ts';
+import { MemRegion } from './region.ts';
 
 /** A run of `count` pages starting at region page `pfn`. */
 export interface PageRun {
@@ -35,6 +35,7 @@ export class PageAllocator {
   private hint = 0;
 
   constructor(region: MemRegion, owner: number = threadId) {
+    if (!(region instanceof MemRegion)) throw err('EINVAL', 'PageAllocator: region is not a MemRegion');
     this.region = region;
     this.owner = owner;
     this.pages = region.size / PAGE_SIZE;

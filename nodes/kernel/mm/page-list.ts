@@ -8,7 +8,7 @@
 import { err } from '../../../common/errno.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
 import type { DmaSegment } from '../iommu/dma-iommu.ts';
-import type { PageAllocator, PageRun } from './page-alloc.ts';
+import { PageAllocator, type PageRun } from './page-alloc.ts';
 import type { PhysMap } from './phys-map.ts';
 
 export class PageList {
@@ -35,6 +35,8 @@ export class PageList {
     size: number,
     opts: { contiguous?: boolean; maxRun?: number; zero?: boolean } = {},
   ): PageList {
+    if (!(alloc instanceof PageAllocator))
+      throw err('EINVAL', 'PageList.allocate: alloc is not a PageAllocator');
     if (!Number.isSafeInteger(size) || size <= 0) throw err('EINVAL', `PageList.allocate: size ${size}`);
     const pages = Math.ceil(size / PAGE_SIZE);
     const runs = opts.contiguous

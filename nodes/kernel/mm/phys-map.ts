@@ -24,7 +24,7 @@ import {
   type PhysWindowDescriptor,
   PhysWindowKind,
 } from '../../fabric/phys-map-layout.ts';
-import type { MemRegion } from './region.ts';
+import { MemRegion } from './region.ts';
 
 export { PhysWindowKind } from '../../fabric/phys-map-layout.ts';
 export type { PhysResolution } from '../../fabric/phys-map.ts';
@@ -69,6 +69,8 @@ export class PhysMap {
    * new one overlaps (physical or bus range).
    */
   addWindow(spec: PhysWindowSpec): PhysWindowDescriptor {
+    if (!(spec?.region instanceof MemRegion))
+      throw err('EINVAL', 'PhysMap.addWindow: spec.region is not a MemRegion');
     const { region, phys, kind } = spec;
     const regionOffset = spec.regionOffset ?? 0;
     const size = spec.size ?? region.size - regionOffset;
@@ -144,6 +146,7 @@ export class PhysMap {
     region: MemRegion,
     opts: { name?: string; size?: number; regionOffset?: number } = {},
   ): PhysWindowDescriptor {
+    if (!(region instanceof MemRegion)) throw err('EINVAL', 'PhysMap.addBar: region is not a MemRegion');
     const size = opts.size ?? region.size - (opts.regionOffset ?? 0);
     if (!Number.isInteger(size) || size <= 0)
       throw err('EINVAL', `PhysMap.addBar(${region.name}): size ${size} invalid`);
