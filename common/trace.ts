@@ -26,6 +26,11 @@ const names = {
   iommuUnmap: 'p2pemu:iommu:unmap',
   iommuFault: 'p2pemu:iommu:fault',
   lockWarn: 'p2pemu:locking:warn',
+  vfioMap: 'p2pemu:vfio:map',
+  vfioRevoke: 'p2pemu:vfio:revoke',
+  vfioRevokeTimeout: 'p2pemu:vfio:revoke_timeout',
+  vfioCommand: 'p2pemu:vfio:command',
+  vfioReset: 'p2pemu:vfio:reset',
 } as const;
 
 export type TracePoint = keyof typeof names;
