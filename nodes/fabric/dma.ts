@@ -387,3 +387,169 @@ export function dmaWriteBus(
 ): number {
   return dmaRoute(ctx, DmaOp.WRITE, true, busAddr, src, srcOff, length, 0);
 }
+
+/**
+ * One side of a dmaCopy(): the routing state of a DMA in progress, resolved run by run. Two of
+ * these live at module level and are reused, so a copy allocates nothing (the hot path of an
+ * RDMA NIC moving a message between two memory regions).
+ */
+class RunCursor {
+  ctx: DmaCtx | null = null;
+  op: DmaOp = DmaOp.READ;
+  bus = false;
+  paging = false;
+  dom: DomainTables | null = null;
+  access: DmaAccess = kAccessRead;
+  need = kNeedRead;
+  // merge look-ahead: a translation already done for the page at nextAddr
+  nextAddr = -1;
+  nextPhys = -1;
+  /** Outputs of next(): window bytes, offset of the run in them, its length. */
+  mem: Uint8Array = new Uint8Array(0);
+  off = 0;
+  run = 0;
+
+  begin(ctx: DmaCtx, op: DmaOp, bus: boolean): void {
+    // pick up kernel updates: two Atomics.load per side and DMA, not per page (as dmaRoute).
+    if (Atomics.load(ctx.devCtx, kDomainWord) !== ctx.domId || ctx.phys.stale) dmaCtxSync(ctx);
+    this.ctx = ctx;
+    this.op = op;
+    this.bus = bus;
+    this.dom = ctx.dom;
+    this.paging = !bus && ctx.dom !== null && ctx.dom.type !== kIdentity;
+    this.access = op === DmaOp.READ ? kAccessRead : kAccessWrite;
+    this.need = op === DmaOp.READ ? kNeedRead : kNeedWrite;
+    this.nextAddr = -1;
+  }
+
+  /**
+   * Resolve the run at `a` of at most `max` bytes (same rules as dmaRoute: page walk with
+   * merging, window clamp, hook). Returns 0 with mem/off/run set, or the fault status (recorded).
+   */
+  next(a: number, max: number): number {
+    const ctx = this.ctx!;
+    const dom = this.dom;
+    let p: number;
+    let run: number;
+    if (!this.paging) {
+      if (!this.bus && dom === null) return fault(ctx, a, this.access, false, kBlocked, max);
+      p = a;
+      run = max;
+    } else {
+      p = a === this.nextAddr ? this.nextPhys : translate(dom!, a, this.need);
+      this.nextAddr = -1;
+      if (p < 0) return fault(ctx, a, this.access, false, -p, max);
+      run = Math.min(kPage - (a % kPage), max);
+      while (run < max) {
+        const np = translate(dom!, a + run, this.need);
+        if (np !== p + run) {
+          this.nextAddr = a + run;
+          this.nextPhys = np;
+          break;
+        }
+        run += Math.min(kPage, max - run);
+      }
+    }
+    const pv = ctx.phys;
+    const bus = this.bus;
+    const wi = bus ? pv.findBus(p) : pv.findPhys(p);
+    if (wi < 0 || (bus && pv.kind[wi] !== kBar)) return fault(ctx, a, this.access, bus, kUnsupported, max);
+    const wStart = bus ? pv.busStart[wi] : pv.start[wi];
+    const wEnd = bus ? pv.busEnd[wi] : pv.end[wi];
+    if (p + run > wEnd) {
+      run = wEnd - p;
+      this.nextAddr = -1; // the look-ahead belonged to the clamped-off tail
+    }
+    const hook = ctx.hook;
+    if (hook !== null) {
+      const s = hook(ctx, this.op, a, p, run, bus);
+      if (s !== 0) return s;
+    }
+    this.mem = pv.bytes[wi];
+    this.off = pv.regionOffset[wi] + (p - wStart);
+    this.run = run;
+    return DmaStatus.OK;
+  }
+
+  end(): void {
+    this.ctx = null;
+    this.dom = null;
+  }
+}
+
+const srcCursor = new RunCursor();
+const dstCursor = new RunCursor();
+
+/**
+ * Device-to-memory-to-memory copy with no intermediate buffer: `length` bytes from `srcAddr`
+ * (through `srcCtx`: its IOMMU domain, or a bus address when `srcBus`) to `dstAddr` (through
+ * `dstCtx`, or a bus address when `dstBus`). Both sides are translated by the same rules as
+ * dmaRead/dmaWrite (a READ needs IOMMU_READ, the WRITE side IOMMU_WRITE) and pass the same
+ * routing point: the hook sees each source run as a READ and each destination run as a WRITE.
+ * The bytes move with one TypedArray.prototype.set per pair of overlapping runs.
+ *
+ * Called by: device workers that move data between two memory regions (an RDMA NIC's loopback
+ * WRITE/READ between two MRs). Thread: the device's. Not re-entrant (shared cursors): a hook
+ * must not start another dmaCopy.
+ * Returns: DmaStatus.OK, EFAULT/EIO (a translation fault on either side, recorded in that side's
+ * fault ring; bytes of earlier runs have landed), EINVAL (bad range). Never throws.
+ */
+export function dmaCopy(
+  srcCtx: DmaCtx,
+  srcAddr: number,
+  srcBus: boolean,
+  dstCtx: DmaCtx,
+  dstAddr: number,
+  dstBus: boolean,
+  length: number,
+): number {
+  if (length === 0) return DmaStatus.OK;
+  if (
+    !(
+      Number.isInteger(length) &&
+      length > 0 &&
+      Number.isInteger(srcAddr) &&
+      srcAddr >= 0 &&
+      srcAddr + length <= kMaxAddr &&
+      Number.isInteger(dstAddr) &&
+      dstAddr >= 0 &&
+      dstAddr + length <= kMaxAddr
+    )
+  ) {
+    return DmaStatus.EINVAL;
+  }
+  const s = srcCursor;
+  const d = dstCursor;
+  s.begin(srcCtx, DmaOp.READ, srcBus);
+  d.begin(dstCtx, DmaOp.WRITE, dstBus);
+  let done = 0;
+  let sLeft = 0; // bytes left of the current source run, at s.mem[sOff]
+  let sOff = 0;
+  let dLeft = 0;
+  let dOff = 0;
+  let status: number = DmaStatus.OK;
+  while (done < length) {
+    if (sLeft === 0) {
+      status = s.next(srcAddr + done, length - done);
+      if (status !== 0) break;
+      sLeft = s.run;
+      sOff = s.off;
+    }
+    if (dLeft === 0) {
+      status = d.next(dstAddr + done, length - done);
+      if (status !== 0) break;
+      dLeft = d.run;
+      dOff = d.off;
+    }
+    const n = sLeft < dLeft ? sLeft : dLeft;
+    d.mem.set(s.mem.subarray(sOff, sOff + n), dOff);
+    sLeft -= n;
+    sOff += n;
+    dLeft -= n;
+    dOff += n;
+    done += n;
+  }
+  s.end();
+  d.end();
+  return status;
+}
