@@ -10,6 +10,7 @@ import { bootHost } from '../nodes/host.ts';
 import {
   type DmaBuf,
   type DmaBufAttachment,
+  checkDmaBuf,
   dmaBufAttach,
   dmaBufAttachmentIsDynamic,
   dmaBufAttachRevocable,
@@ -57,7 +58,9 @@ import {
   type DmaFenceCb,
   DmaFenceTimeline,
   dmaFenceAddCallback,
+  dmaFenceAllocatePrivateStub,
   dmaFenceBeginSignalling,
+  dmaFenceCheckAndSignal,
   dmaFenceContextAlloc,
   dmaFenceEnableSwSignaling,
   dmaFenceEndSignalling,
@@ -85,6 +88,7 @@ import {
 } from '../nodes/kernel/dma-buf/dma-fence-array.ts';
 import {
   dmaFenceChainAlloc,
+  dmaFenceChainContained,
   dmaFenceChainFindSeqno,
   dmaFenceChainForEach,
   dmaFenceChainInit,
@@ -110,6 +114,7 @@ import {
   dmaResvTestSignaled,
   dmaResvTrylock,
   dmaResvUnlock,
+  dmaResvUsageName,
   dmaResvWaitTimeout,
 } from '../nodes/kernel/dma-buf/dma-resv.ts';
 import {
@@ -145,12 +150,14 @@ import {
   DrmSyncobjTable,
   drmSyncobjAddPoint,
   drmSyncobjFenceGet,
+  drmSyncobjFind,
   drmSyncobjFindFence,
   drmSyncobjGet,
   drmSyncobjPut,
   drmSyncobjReplaceFence,
   syncobjCreate,
   syncobjDestroy,
+  syncobjExportSyncFile,
   syncobjFdToHandle,
   syncobjHandleToFd,
   syncobjImportSyncFile,
@@ -4226,6 +4233,82 @@ rows.push(
     errno: 'EINVAL',
     message: /memRegionCreate\(host0:mock-vram0\): size must be .* got 0/,
     call: () => kernel().mockExporterEnv(0),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// Remaining exported helpers that take an object or a value.
+
+rows.push(
+  {
+    entry: 'dma-buf.checkDmaBuf',
+    case: 'not a dma-buf',
+    errno: 'EINVAL',
+    message: /probe-ioctl: dmabuf is not a dma-buf/,
+    call: () => checkDmaBuf('probe-ioctl', undefined as never),
+  },
+  {
+    entry: 'dma-buf.checkDmaBuf',
+    case: 'released buffer',
+    errno: 'EBADF',
+    message: new RegExp(`probe-ioctl: ${B} was released`),
+    call: () => checkDmaBuf('probe-ioctl', released()),
+  },
+  {
+    entry: 'dma-resv.dmaResvUsageName',
+    case: 'unknown usage',
+    errno: 'EINVAL',
+    message: /dmaResvUsageName: usage 9 is not a dma_resv_usage/,
+    call: () => dmaResvUsageName(9 as never),
+  },
+  {
+    entry: 'dma-fence.dmaFenceCheckAndSignal',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceIsSignaled: fence is not a DmaFence/,
+    call: () => dmaFenceCheckAndSignal(notFence),
+  },
+  {
+    entry: 'dma-fence.dmaFenceAllocatePrivateStub',
+    case: 'timestamp not a number',
+    errno: 'EINVAL',
+    message: /dmaFenceAllocatePrivateStub: timestamp now is not a time in ns/,
+    call: () => dmaFenceAllocatePrivateStub('now' as never),
+  },
+  {
+    entry: 'dma-fence-chain.dmaFenceChainContained',
+    case: 'not a fence',
+    errno: 'EINVAL',
+    message: /dmaFenceChainContained: fence is not a DmaFence/,
+    call: () => dmaFenceChainContained(undefined as never),
+  },
+  {
+    entry: 'sw-sync.swSyncTimelineCreate',
+    case: 'name not a string',
+    errno: 'EINVAL',
+    message: /open\(sw_sync\): name is not a string/,
+    call: () => swSyncTimelineCreate(new FdTable(), {} as never),
+  },
+  {
+    entry: 'syncobj.drmSyncobjFind',
+    case: 'not a syncobj table',
+    errno: 'EINVAL',
+    message: /drmSyncobjFind: file is not a DrmSyncobjTable/,
+    call: () => drmSyncobjFind(new FdTable() as never, 1),
+  },
+  {
+    entry: 'syncobj.syncobjCreate',
+    case: 'flags not a number',
+    errno: 'EINVAL',
+    message: /syncobjCreate: flags 0xNaN/,
+    call: () => syncobjCreate(syncobjs(), 'signaled' as never),
+  },
+  {
+    entry: 'syncobj.syncobjExportSyncFile',
+    case: 'unknown handle',
+    errno: 'ENOENT',
+    message: /syncobjHandleToFd: handle 4 is not a syncobj/,
+    call: () => syncobjExportSyncFile(syncobjs(), 4),
   },
 );
 

@@ -104,6 +104,7 @@ export function dmaFenceIsChain(fence: DmaFence | null | undefined): fence is Dm
 
 /** dma_fence_chain_contained: the node's fence, or `fence` itself for a non-chain. Borrowed. */
 export function dmaFenceChainContained(fence: DmaFence): DmaFence {
+  if (!(fence instanceof DmaFence)) throw err('EINVAL', 'dmaFenceChainContained: fence is not a DmaFence');
   const chain = toDmaFenceChain(fence);
   return chain ? chain.fence : fence;
 }

@@ -497,6 +497,8 @@ export function dmaFenceGetStub(): DmaFence {
 
 /** dma_fence_allocate_private_stub: a new signalled fence with the given timestamp. */
 export function dmaFenceAllocatePrivateStub(timestampNs: number = ktimeGetNs()): DmaFence {
+  if (typeof timestampNs !== 'number' || !(timestampNs >= 0))
+    throw err('EINVAL', `dmaFenceAllocatePrivateStub: timestamp ${timestampNs} is not a time in ns`);
   const f = new DmaFence(stubOps, dmaFenceContextAlloc(1), 0);
   dmaFenceSignalTimestamp(f, timestampNs);
   return f;

@@ -34,7 +34,10 @@ import { dmaFenceIsContainer } from './dma-fence-unwrap.ts';
 export const DmaResvUsage = { KERNEL: 0, WRITE: 1, READ: 2, BOOKKEEP: 3 } as const;
 export type DmaResvUsage = (typeof DmaResvUsage)[keyof typeof DmaResvUsage];
 export const dmaResvUsages: readonly DmaResvUsage[] = [0, 1, 2, 3];
-export const dmaResvUsageName = (u: DmaResvUsage): string => ['KERNEL', 'WRITE', 'READ', 'BOOKKEEP'][u];
+export const dmaResvUsageName = (u: DmaResvUsage): string => {
+  checkUsage('dmaResvUsageName', u);
+  return ['KERNEL', 'WRITE', 'READ', 'BOOKKEEP'][u];
+};
 
 /** dma_resv_usage_rw: what an implicit-sync access must wait for (rule 22). */
 export function dmaResvUsageRw(write: boolean): DmaResvUsage {

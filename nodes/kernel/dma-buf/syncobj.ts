@@ -132,6 +132,8 @@ export function drmSyncobjPut(syncobj: DrmSyncobj): void {
 
 /** drm_syncobj_find: a new reference to the syncobj behind `handle`, or null. */
 export function drmSyncobjFind(file: DrmSyncobjTable, handle: number): DrmSyncobj | null {
+  if (!(file instanceof DrmSyncobjTable))
+    throw err('EINVAL', 'drmSyncobjFind: file is not a DrmSyncobjTable');
   const s = file._lookup(handle);
   return s ? drmSyncobjGet(s) : null;
 }
