@@ -31,6 +31,10 @@ const names = {
   vfioRevokeTimeout: 'p2pemu:vfio:revoke_timeout',
   vfioCommand: 'p2pemu:vfio:command',
   vfioReset: 'p2pemu:vfio:reset',
+  gpuBoCreate: 'p2pemu:gpu:bo_create',
+  gpuMove: 'p2pemu:gpu:move',
+  gpuEvict: 'p2pemu:gpu:evict',
+  gpuPrimeAttach: 'p2pemu:gpu:prime_attach',
 } as const;
 
 export type TracePoint = keyof typeof names;
