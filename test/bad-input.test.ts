@@ -151,7 +151,6 @@ import {
   drmSyncobjAddPoint,
   drmSyncobjFenceGet,
   drmSyncobjFind,
-  drmSyncobjFindFence,
   drmSyncobjGet,
   drmSyncobjPut,
   drmSyncobjReplaceFence,
@@ -165,9 +164,8 @@ import {
   syncobjReset,
   syncobjSignal,
   syncobjTimelineSignal,
-  syncobjTransfer,
-  syncobjWait,
 } from '../nodes/kernel/dma-buf/syncobj.ts';
+import { drmSyncobjFindFence, syncobjTransfer, syncobjWait } from '../nodes/kernel/dma-buf/syncobj-wait.ts';
 import { FdTable, type FileObject } from '../nodes/kernel/fs/file.ts';
 import {
   iommuDmaAllocIova,

@@ -70,12 +70,12 @@ import { syncFileGetFence, syncFileMerge } from '../nodes/kernel/dma-buf/sync-fi
 import {
   DrmSyncobjTable,
   drmSyncobjFind,
-  drmSyncobjFindFence,
   drmSyncobjPut,
   drmSyncobjReplaceFence,
   syncobjCreate,
   syncobjReset,
 } from '../nodes/kernel/dma-buf/syncobj.ts';
+import { drmSyncobjFindFence } from '../nodes/kernel/dma-buf/syncobj-wait.ts';
 import { FdTable } from '../nodes/kernel/fs/file.ts';
 import { HostKernel } from '../nodes/kernel/kernel.ts';
 import { runInTask } from '../nodes/kernel/locking/task.ts';

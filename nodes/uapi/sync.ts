@@ -21,8 +21,8 @@ import {
   syncobjReset,
   syncobjSignal,
   syncobjTimelineSignal,
-  syncobjWait,
 } from '../kernel/dma-buf/syncobj.ts';
+import { syncobjWait } from '../kernel/dma-buf/syncobj-wait.ts';
 import { type Process, syscall } from './process.ts';
 
 export { POLLIN } from '../kernel/dma-buf/sync-file.ts';

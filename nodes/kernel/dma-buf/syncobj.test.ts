@@ -23,9 +23,8 @@ import {
   syncobjReset,
   syncobjSignal,
   syncobjTimelineSignal,
-  syncobjTransfer,
-  syncobjWait,
 } from './syncobj.ts';
+import { syncobjTransfer, syncobjWait } from './syncobj-wait.ts';
 
 const EINVAL = -22;
 const ENOENT = -2;

@@ -20,15 +20,11 @@
 import { type EmuError, err } from '../../../common/errno.ts';
 import {
   DmaFence,
-  type DmaFenceCb,
-  dmaFenceAddCallback,
   dmaFenceAllocatePrivateStub,
   dmaFenceGet,
   dmaFenceGetStub,
   dmaFenceIsSignaled,
   dmaFencePut,
-  dmaFenceRemoveCallback,
-  dmaFenceSetDeadline,
 } from './dma-fence.ts';
 import {
   dmaFenceChainFindSeqno,
@@ -36,7 +32,6 @@ import {
   dmaFenceChainInit,
   toDmaFenceChain,
 } from './dma-fence-chain.ts';
-import { dmaFenceUnwrapMerge } from './dma-fence-unwrap.ts';
 import type { FdTable, FileObject } from '../fs/file.ts';
 import { syncFileGetFence, syncFileInstall } from './sync-file.ts';
 
@@ -56,7 +51,8 @@ export const DRM_SYNCOBJ_WAIT_FOR_SUBMIT_TIMEOUT_MS = 5000;
 const W = DRM_SYNCOBJ_WAIT_FLAGS;
 
 // struct syncobj_wait_entry: a sleeping wait that wants a fence for `point`.
-interface WaitEntry {
+/** @internal shared with syncobj-wait.ts */
+export interface WaitEntry {
   point: number;
   fence: DmaFence | null;
   wake(): void;
@@ -146,7 +142,8 @@ export function drmSyncobjFenceGet(syncobj: DrmSyncobj): DmaFence | null {
 
 // The fence for `point` in `payload`: a reference, null if already complete, undefined if there
 // is no payload or the point is not submitted yet (find_seqno said EINVAL).
-function findPoint(payload: DmaFence | null, point: number): DmaFence | null | undefined {
+/** @internal shared with syncobj-wait.ts */
+export function findPoint(payload: DmaFence | null, point: number): DmaFence | null | undefined {
   if (!payload) return undefined;
   try {
     return dmaFenceChainFindSeqno(payload, point);
@@ -167,14 +164,16 @@ function wakeWaiters(syncobj: DrmSyncobj): void {
 }
 
 // drm_syncobj_fence_add_wait: take the point's fence now, or queue until it appears.
-function addWait(syncobj: DrmSyncobj, w: WaitEntry): void {
+/** @internal shared with syncobj-wait.ts */
+export function addWait(syncobj: DrmSyncobj, w: WaitEntry): void {
   if (w.fence) return;
   const found = findPoint(syncobj.fence, w.point);
   if (found === undefined) syncobj.waiters.push(w);
   else w.fence = found ?? dmaFenceGetStub();
 }
 
-function removeWait(syncobj: DrmSyncobj, w: WaitEntry): void {
+/** @internal shared with syncobj-wait.ts */
+export function removeWait(syncobj: DrmSyncobj, w: WaitEntry): void {
   const i = syncobj.waiters.indexOf(w);
   if (i >= 0) syncobj.waiters.splice(i, 1);
 }
@@ -212,14 +211,16 @@ function assignNullHandle(syncobj: DrmSyncobj): void {
   dmaFencePut(stub);
 }
 
-function handleOf(file: DrmSyncobjTable, handle: number, who: string): DrmSyncobj {
+/** @internal shared with syncobj-wait.ts */
+export function handleOf(file: DrmSyncobjTable, handle: number, who: string): DrmSyncobj {
   const s = drmSyncobjFind(file, handle);
   if (!s) throw err('ENOENT', `${who}: handle ${handle} is not a syncobj`);
   return s;
 }
 
 // drm_syncobj_array_find: references to every syncobj, or ENOENT naming the first bad handle.
-function arrayFind(file: DrmSyncobjTable, handles: readonly number[], who: string): DrmSyncobj[] {
+/** @internal shared with syncobj-wait.ts */
+export function arrayFind(file: DrmSyncobjTable, handles: readonly number[], who: string): DrmSyncobj[] {
   if (!Array.isArray(handles) || handles.length === 0) throw err('EINVAL', `${who}: count_handles is 0`);
   const found: DrmSyncobj[] = [];
   for (let i = 0; i < handles.length; i++) {
@@ -233,7 +234,8 @@ function arrayFind(file: DrmSyncobjTable, handles: readonly number[], who: strin
   return found;
 }
 
-function checkPoints(points: readonly number[], n: number, who: string): void {
+/** @internal shared with syncobj-wait.ts */
+export function checkPoints(points: readonly number[], n: number, who: string): void {
   if (points.length !== n) throw err('EINVAL', `${who}: ${points.length} points for ${n} handles`);
   points.forEach((p, i) => {
     if (!Number.isSafeInteger(p) || p < 0)
@@ -343,47 +345,14 @@ export function syncobjImportSyncFile(file: DrmSyncobjTable, handle: number, fd:
 }
 
 // drm_syncobj_find_fence without waiting: a fence reference (stub if the point is complete).
-function findFenceNow(file: DrmSyncobjTable, handle: number, point: number, who: string): DmaFence {
+/** @internal shared with syncobj-wait.ts */
+export function findFenceNow(file: DrmSyncobjTable, handle: number, point: number, who: string): DmaFence {
   const s = handleOf(file, handle, who);
   try {
     const found = findPoint(s.fence, point);
     if (found === undefined) throw err('EINVAL', `${who}: handle ${handle} has no fence for point ${point}`);
     return found ?? dmaFenceGetStub();
   } finally {
-    drmSyncobjPut(s);
-  }
-}
-
-/**
- * drm_syncobj_find_fence: a reference to the fence for `point` of `handle`. With WAIT_FOR_SUBMIT,
- * first waits (up to 5 s) for it to be submitted. Called by submits and the transfer ioctl.
- * Rejects: EINVAL for other flags or no fence; ENOENT for an unknown handle; ETIME after 5 s.
- */
-export async function drmSyncobjFindFence(
-  file: DrmSyncobjTable,
-  handle: number,
-  point: number,
-  flags = 0,
-): Promise<DmaFence> {
-  const who = 'drmSyncobjFindFence';
-  if (flags & ~W.WAIT_FOR_SUBMIT) throw err('EINVAL', `${who}: flags 0x${flags.toString(16)}`);
-  if (!(flags & W.WAIT_FOR_SUBMIT)) return findFenceNow(file, handle, point, who);
-  const s = handleOf(file, handle, who);
-  let timer: NodeJS.Timeout | undefined;
-  const w: WaitEntry = { point, fence: null, wake: () => {} };
-  try {
-    addWait(s, w);
-    if (!w.fence) {
-      await new Promise<void>((resolve) => {
-        w.wake = resolve;
-        timer = setTimeout(resolve, DRM_SYNCOBJ_WAIT_FOR_SUBMIT_TIMEOUT_MS);
-      });
-    }
-    if (!w.fence) throw err('ETIME', `${who}: handle ${handle} point ${point} not submitted within 5 s`);
-    return w.fence;
-  } finally {
-    clearTimeout(timer);
-    removeWait(s, w);
     drmSyncobjPut(s);
   }
 }
@@ -452,170 +421,4 @@ export function syncobjQuery(file: DrmSyncobjTable, handles: readonly number[], 
     }
     return dmaFenceIsSignaled(last) ? last.seqno : last.prevSeqno;
   });
-}
-
-/**
- * DRM_IOCTL_SYNCOBJ_TRANSFER: copy the fence of src point `srcPoint` to dst point `dstPoint`
- * (0 = replace the binary payload). `flags` may hold WAIT_FOR_SUBMIT.
- * Rejects: EINVAL (pad, flags, no source fence), ENOENT (unknown handle), ETIME.
- */
-export async function syncobjTransfer(
-  file: DrmSyncobjTable,
-  args: {
-    srcHandle: number;
-    srcPoint?: number;
-    dstHandle: number;
-    dstPoint?: number;
-    flags?: number;
-    pad?: number;
-  },
-): Promise<void> {
-  if (args.pad) throw err('EINVAL', `syncobjTransfer: pad ${args.pad} must be 0`);
-  const dst = handleOf(file, args.dstHandle, 'syncobjTransfer');
-  try {
-    const fence = await drmSyncobjFindFence(file, args.srcHandle, args.srcPoint ?? 0, args.flags ?? 0);
-    try {
-      if (args.dstPoint) {
-        // A timeline node must not wrap another chain: flatten first.
-        const merged = dmaFenceUnwrapMerge(fence);
-        drmSyncobjAddPoint(dst, merged, args.dstPoint);
-        dmaFencePut(merged);
-      } else {
-        drmSyncobjReplaceFence(dst, fence);
-      }
-    } finally {
-      dmaFencePut(fence);
-    }
-  } finally {
-    drmSyncobjPut(dst);
-  }
-}
-
-/** Options of syncobjWait(). */
-export interface SyncobjWaitOpts {
-  /** With WAIT_DEADLINE: the "needed by" hint (ms, performance.now clock). Default 0. */
-  deadlineMs?: number;
-  /** Interrupts the wait with ERESTARTSYS (a signal in Linux). */
-  signal?: AbortSignal;
-}
-
-/**
- * DRM_IOCTL_SYNCOBJ_WAIT (`points` null) / DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT: wait up to
- * `timeoutMs` (0 polls) for all (WAIT_ALL) or any of the syncobjs. Resolves to first_signaled:
- * the index of a signalled one (any mode), else the first found signalled on entry or 0xffffffff.
- * WAIT_AVAILABLE (timeline only) counts a point as done once it is submitted.
- * Rejects: EINVAL (bad flags, no handles, bad points, a missing fence or point without
- * WAIT_FOR_SUBMIT), ENOENT (handle), ETIME, ERESTARTSYS.
- */
-export async function syncobjWait(
-  file: DrmSyncobjTable,
-  handles: readonly number[],
-  points: readonly number[] | null,
-  timeoutMs: number,
-  flags = 0,
-  opts: SyncobjWaitOpts = {},
-): Promise<number> {
-  const who = points ? 'syncobjTimelineWait' : 'syncobjWait';
-  const possible = W.WAIT_ALL | W.WAIT_FOR_SUBMIT | W.WAIT_DEADLINE | (points ? W.WAIT_AVAILABLE : 0);
-  if (flags & ~possible) throw err('EINVAL', `${who}: flags 0x${(flags >>> 0).toString(16)}`);
-  if (points) checkPoints(points, handles.length, who);
-  const syncobjs = arrayFind(file, handles, who);
-  try {
-    return await arrayWait(syncobjs, points, timeoutMs, flags, opts, handles, who);
-  } finally {
-    for (const s of syncobjs) drmSyncobjPut(s);
-  }
-}
-
-interface Entry extends WaitEntry {
-  cb: DmaFenceCb | null;
-}
-
-// drm_syncobj_array_wait_timeout.
-async function arrayWait(
-  syncobjs: DrmSyncobj[],
-  points: readonly number[] | null,
-  timeoutMs: number,
-  flags: number,
-  opts: SyncobjWaitOpts,
-  handles: readonly number[],
-  who: string,
-): Promise<number> {
-  const forSubmit = (flags & W.WAIT_FOR_SUBMIT) !== 0;
-  const lazy = (flags & (W.WAIT_FOR_SUBMIT | W.WAIT_AVAILABLE)) !== 0;
-  const avail = (flags & W.WAIT_AVAILABLE) !== 0;
-  const all = (flags & W.WAIT_ALL) !== 0;
-  let wake = () => {};
-  const entries: Entry[] = syncobjs.map((_, i) => ({
-    point: points?.[i] ?? 0,
-    fence: null,
-    cb: null,
-    wake: () => wake(),
-  }));
-  let first = 0xffff_ffff;
-  let timer: NodeJS.Timeout | undefined;
-  let timedOut = !(timeoutMs > 0);
-  const onAbort = () => wake();
-  try {
-    // Resolve every entry up front so a missing fence is EINVAL before any sleeping.
-    let signaled = 0;
-    for (let i = 0; i < entries.length; i++) {
-      const found = findPoint(syncobjs[i].fence, entries[i].point);
-      if (found === undefined) {
-        // Only WAIT_FOR_SUBMIT may sleep for a missing fence; WAIT_AVAILABLE alone is EINVAL here.
-        if (forSubmit) continue;
-        throw err(
-          'EINVAL',
-          `${who}: handles[${i}] = ${handles[i]} has no fence for point ${entries[i].point}`,
-        );
-      }
-      entries[i].fence = found ?? dmaFenceGetStub();
-      if (avail || dmaFenceIsSignaled(entries[i].fence as DmaFence)) {
-        if (signaled++ === 0) first = i;
-      }
-    }
-    if (signaled === entries.length || (signaled > 0 && !all)) return first;
-    if (lazy) for (let i = 0; i < entries.length; i++) addWait(syncobjs[i], entries[i]);
-    if (flags & W.WAIT_DEADLINE) {
-      for (const e of entries) if (e.fence) dmaFenceSetDeadline(e.fence, opts.deadlineMs ?? 0);
-    }
-    if (!timedOut && Number.isFinite(timeoutMs)) {
-      timer = setTimeout(() => {
-        timedOut = true;
-        wake();
-      }, timeoutMs);
-    }
-    opts.signal?.addEventListener('abort', onAbort);
-    for (;;) {
-      signaled = 0;
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i];
-        if (!e.fence) continue;
-        let done = avail || dmaFenceIsSignaled(e.fence);
-        if (!done && !e.cb) {
-          const cb: DmaFenceCb = { func: () => wake() };
-          if (dmaFenceAddCallback(e.fence, cb) === 0) e.cb = cb;
-          else done = true;
-        }
-        if (!done) continue;
-        if (!all) return i;
-        signaled++;
-      }
-      if (signaled === entries.length) return first;
-      if (timedOut) throw err('ETIME', `${who}: timed out after ${timeoutMs} ms`);
-      if (opts.signal?.aborted) throw err('ERESTARTSYS', `${who}: interrupted`);
-      // Single-threaded: nothing can signal between the checks above and installing `wake`.
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-      });
-    }
-  } finally {
-    clearTimeout(timer);
-    opts.signal?.removeEventListener('abort', onAbort);
-    entries.forEach((e, i) => {
-      removeWait(syncobjs[i], e);
-      if (e.fence && e.cb) dmaFenceRemoveCallback(e.fence, e.cb);
-      dmaFencePut(e.fence);
-    });
-  }
 }
