@@ -1,0 +1,415 @@
+/**
+ * VFIO dma-buf export of PCI BARs (drivers/vfio/pci/vfio_pci_dmabuf.c, 2026 semantics,
+ * kernel-semantics §6): VFIO_DEVICE_FEATURE_DMA_BUF, the exporter ops, and revoke.
+ *
+ * DOC: exporter ops (vfio_pci_dmabuf_ops)
+ *  - attach: MMIO only: an importer without peer2peer is refused EOPNOTSUPP (no fallback to
+ *    system memory exists); a revoked buffer ENODEV; (2026) an importer that is not revocable
+ *    (dmaBufAttachRevocable: no invalidate op, or the "unsupported" sentinel of plain pinned
+ *    RDMA MRs) EOPNOTSUPP.
+ *  - pin/unpin: allowed (2026: pinned importers are fine once they are revocable); a revoked
+ *    buffer refuses ENODEV. Nothing moves, so there is nothing else to do.
+ *  - map: resv held; revoked: ENODEV; otherwise a fresh MMIO table per call (never cached): bus
+ *    addresses when P2PDMA says BUS_ADDR, an IOVA through the importer's IOMMU for
+ *    THRU_HOST_BRIDGE, EINVAL otherwise (dma-buf-mapping.ts). Each map counts one live mapping.
+ *  - unmap: undo the table, drop the count; the last one wakes a waiting revoke.
+ *  - release: leave the device's list and drop the registration, unless cleanup already did.
+ *  - getTph (2026 proposal): the steering tag set with VFIO_DEVICE_FEATURE_DMA_BUF_TPH.
+ *
+ * DOC: revoke (§6.2 rule 8), per buffer, memory_lock held by the caller
+ *  1. take the resv lock; set revoked (attach, pin and map now fail ENODEV);
+ *  2. dmaBufInvalidateMappings(): every dynamic importer is told to stop, with the lock held;
+ *  3. drop the resv lock; wait for every fence on the buffer (BOOKKEEP: in-flight DMA retires),
+ *     bounded by vdev.revokeFenceTimeoutMs (the kernel waits forever);
+ *  4. wait until every mapping is unmapped, bounded by vdev.revokeUnmapTimeoutMs (the kernel's
+ *     1 s WARN: an importer whose invalidate_mappings never leads to an unmap is broken).
+ * A timeout is returned as ETIMEDOUT naming the buffer and what is left; the buffer stays
+ * revoked. Un-revoke: lock, clear revoked, invalidate again so dynamic importers re-map, unlock.
+ * Close (cleanup) does the same revoke for good and takes the buffer off the device. Unlike the
+ * kernel, which waits for the unmaps still holding the resv lock (its revocable importers unmap
+ * inside the callback), the wait here runs unlocked, so importers that unmap on their next
+ * access (TestImporter) can.
+ *
+ * Thread: kernel. Lock order: memory_lock, then the buffer's resv lock.
+ */
+import { type EmuError, err } from '../../../common/errno.ts';
+import { trace } from '../../../common/trace.ts';
+import { PAGE_SIZE } from '../../fabric/page.ts';
+import {
+  type DmaBuf,
+  dmaBufAttachRevocable,
+  dmaBufExport,
+  dmaBufInvalidateMappings,
+  dmaBufPut,
+} from '../dma-buf/dma-buf.ts';
+import { dmaBufFd } from '../dma-buf/dma-buf-file.ts';
+import type { DmaBufOps } from '../dma-buf/dma-buf-ops.ts';
+import {
+  DmaResvUsage,
+  dmaResvAssertHeld,
+  dmaResvLock,
+  dmaResvUnlock,
+  dmaResvWaitTimeout,
+} from '../dma-buf/dma-resv.ts';
+import { O_CLOEXEC } from '../dma-buf/heaps/dma-heap.ts';
+import type { FdTable } from '../fs/file.ts';
+import {
+  type DmaBufPhysVec,
+  dmaBufFreeSgt,
+  dmaBufPhysVecToSgt,
+  type P2pdmaProvider,
+} from './dma-buf-mapping.ts';
+import type { VfioPciBar, VfioPciCoreDevice } from './vfio-pci-core.ts';
+import { PciTphCompleter, VFIO_PCI_ROM_REGION_INDEX, type VfioDeviceFeatureDmaBuf } from './vfio-uapi.ts';
+import { VfioDmaBufMappings } from './vfio-pci-mappings.ts';
+
+/** O_ACCMODE | O_CLOEXEC: the fd flags a VFIO dma-buf accepts. */
+export const VFIO_DMABUF_VALID_OPEN_FLAGS = 0o3 | O_CLOEXEC;
+
+const U64_LIMIT = 1n << 64n;
+const PAGE = BigInt(PAGE_SIZE);
+
+/** TPH values stored by VFIO_DEVICE_FEATURE_DMA_BUF_TPH, in the namespace of `width` bits. */
+export interface VfioDmaBufTph {
+  steeringTag: number;
+  ph: number;
+  width: 8 | 16;
+}
+
+/** struct vfio_pci_dma_buf: the private state of one exported buffer. */
+export class VfioPciDmaBuf {
+  dmabuf!: DmaBuf;
+  /** The device; null once the buffer left it (close cleanup or release). */
+  vdev: VfioPciCoreDevice | null;
+  readonly provider: P2pdmaProvider;
+  readonly bar: VfioPciBar;
+  readonly physVec: readonly DmaBufPhysVec[];
+  readonly size: number;
+  readonly tphCompleter: PciTphCompleter;
+  /** New attach/pin/map fail ENODEV while set. Changed with the resv lock held. */
+  revoked = false;
+  /** Revoked by close: never restored. */
+  permanent = false;
+  /** Live mappings (the 2026 kref + completion). */
+  readonly mappings = new VfioDmaBufMappings();
+  tph: VfioDmaBufTph | null = null;
+
+  constructor(vdev: VfioPciCoreDevice, bar: VfioPciBar, physVec: DmaBufPhysVec[]) {
+    this.vdev = vdev;
+    this.bar = bar;
+    this.physVec = physVec;
+    this.size = physVec.reduce((n, v) => n + v.len, 0);
+    this.provider = { name: vdev.name, busOffset: bar.busOffset };
+    this.tphCompleter = vdev.tphCompleter;
+  }
+}
+
+/** The ops table with the 2026 get_tph proposal (not in DmaBufOps yet). */
+export interface VfioPciDmaBufOps extends DmaBufOps {
+  /**
+   * Steering tag and processing hint for P2P accesses to this buffer, from the tag namespace of
+   * `stWidth` bits. Called by: importers (mlx5 MR registration). Lock: not held. Optional op.
+   * Throws: EINVAL (stWidth not 8 or 16); EOPNOTSUPP (no TPH, or none in that namespace).
+   */
+  getTph(dmabuf: DmaBuf, stWidth: number): { steeringTag: number; ph: number };
+}
+
+const privOf = (dmabuf: DmaBuf): VfioPciDmaBuf => dmabuf.priv as VfioPciDmaBuf;
+
+export const vfioPciDmabufOps: VfioPciDmaBufOps = {
+  attach(dmabuf, attach) {
+    const priv = privOf(dmabuf);
+    if (!attach.peer2peer)
+      throw err('EOPNOTSUPP', `vfio_pci_dma_buf_attach: ${attach}: importer is not peer2peer (MMIO only)`);
+    if (priv.revoked) throw err('ENODEV', `vfio_pci_dma_buf_attach: ${dmabuf} is revoked`);
+    if (!dmaBufAttachRevocable(attach)) {
+      throw err('EOPNOTSUPP', `vfio_pci_dma_buf_attach: ${attach}: importer is not revocable (rule 28)`);
+    }
+  },
+  pin(attach) {
+    dmaResvAssertHeld(attach.dmabuf.resv, 'vfio_pci_dma_buf_pin');
+    if (privOf(attach.dmabuf).revoked)
+      throw err('ENODEV', `vfio_pci_dma_buf_pin: ${attach.dmabuf} is revoked`);
+  },
+  unpin() {},
+  mapDmaBuf(attach, dir) {
+    const priv = privOf(attach.dmabuf);
+    dmaResvAssertHeld(attach.dmabuf.resv, 'vfio_pci_dma_buf_map');
+    if (priv.revoked || !priv.vdev) throw err('ENODEV', `vfio_pci_dma_buf_map: ${attach.dmabuf} is revoked`);
+    const mapType = priv.vdev.p2pdmaMapType(attach.dev);
+    const sgt = dmaBufPhysVecToSgt(attach, priv.provider, priv.physVec, mapType, dir);
+    priv.mappings.get();
+    return sgt;
+  },
+  unmapDmaBuf(attach, sgt) {
+    dmaResvAssertHeld(attach.dmabuf.resv, 'vfio_pci_dma_buf_unmap');
+    dmaBufFreeSgt(attach, sgt);
+    privOf(attach.dmabuf).mappings.put();
+  },
+  release(dmabuf) {
+    // Either this or cleanup takes the buffer off the device, never both (§6.2 rule 10). The
+    // kernel takes memory_lock here; a JS release cannot wait for it, and one synchronous step
+    // cannot interleave with a revoke, which skips released buffers.
+    const priv = privOf(dmabuf);
+    const vdev = priv.vdev;
+    if (!vdev) return;
+    vdev.dmabufs.delete(priv);
+    vdev.registrations--;
+    priv.vdev = null;
+  },
+  getTph(dmabuf, stWidth) {
+    const fn = 'vfio_pci_dma_buf_get_tph';
+    if (stWidth !== 8 && stWidth !== 16) throw err('EINVAL', `${fn}: st_width ${stWidth} must be 8 or 16`);
+    const priv = privOf(dmabuf);
+    if (priv.tphCompleter === PciTphCompleter.NONE) {
+      throw err('EOPNOTSUPP', `${fn}: ${priv.provider.name} has no TPH completer support`);
+    }
+    const t = priv.tph;
+    if (!t) throw err('EOPNOTSUPP', `${fn}: no steering tag was set on ${dmabuf}`);
+    // The 8-bit and 16-bit tags are distinct namespaces: never convert one into the other.
+    if (t.width !== stWidth)
+      throw err('EOPNOTSUPP', `${fn}: ${dmabuf} has a ${t.width}-bit tag, not a ${stWidth}-bit one`);
+    return { steeringTag: t.steeringTag, ph: t.ph };
+  },
+};
+
+/** The VFIO state of `dmabuf`, or null if another exporter made it. */
+export function vfioPciDmaBufOf(dmabuf: DmaBuf): VfioPciDmaBuf | null {
+  return dmabuf.ops === vfioPciDmabufOps ? privOf(dmabuf) : null;
+}
+
+function u32(fn: string, name: string, v: unknown): number {
+  if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff)) {
+    throw err('EINVAL', `${fn}: ${name} ${String(v)} must be a __u32`);
+  }
+  return v;
+}
+
+function u64(fn: string, name: string, v: unknown): bigint {
+  const ok =
+    (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) ||
+    (typeof v === 'bigint' && v >= 0n && v < U64_LIMIT);
+  if (!ok) throw err('EINVAL', `${fn}: ${name} ${String(v)} must be a __u64 (a safe integer or a bigint)`);
+  return BigInt(v as number | bigint);
+}
+
+interface Range {
+  offset: bigint;
+  length: bigint;
+}
+
+// validate_dmabuf_input(): each range non-empty and page aligned; the total must fit 64 bits.
+function validateDmabufInput(fn: string, arg: VfioDeviceFeatureDmaBuf): Range[] {
+  let total = 0n;
+  return arg.dma_ranges.map((r, i) => {
+    const at = `dma_ranges[${i}]`;
+    if (!r || typeof r !== 'object') throw err('EINVAL', `${fn}: ${at} is not a vfio_region_dma_range`);
+    const offset = u64(fn, `${at}.offset`, r.offset);
+    const length = u64(fn, `${at}.length`, r.length);
+    if (length === 0n) throw err('EINVAL', `${fn}: ${at}.length is 0`);
+    if (offset % PAGE !== 0n)
+      throw err('EINVAL', `${fn}: ${at}.offset 0x${offset.toString(16)} is not page aligned`);
+    if (length % PAGE !== 0n)
+      throw err('EINVAL', `${fn}: ${at}.length 0x${length.toString(16)} is not page aligned`);
+    total += length;
+    if (total >= U64_LIMIT) throw err('EINVAL', `${fn}: ${at}.length: the total length overflows 64 bits`);
+    return { offset, length };
+  });
+}
+
+// get_dmabuf_phys() / vfio_pci_core_fill_phys_vec(): the BAR must be an mmap-able memory BAR
+// and every range must lie inside it.
+function vfioPciCoreGetDmabufPhys(fn: string, vdev: VfioPciCoreDevice, index: number, ranges: Range[]) {
+  const bar = vdev.bars[index];
+  if (!bar) throw err('EINVAL', `${fn}: region_index ${index}: ${vdev} has no BAR${index}`);
+  if (!bar.mmap)
+    throw err('EOPNOTSUPP', `${fn}: region_index ${index}: BAR${index} of ${vdev} is not mmap-able`);
+  const size = BigInt(bar.size);
+  const physVec = ranges.map(({ offset, length }, i) => {
+    const end = offset + length;
+    if (end >= U64_LIMIT)
+      throw err('EOVERFLOW', `${fn}: dma_ranges[${i}]: offset + length overflows 64 bits`);
+    const paddr = BigInt(bar.phys) + offset;
+    if (paddr >= U64_LIMIT)
+      throw err(
+        'EOVERFLOW',
+        `${fn}: dma_ranges[${i}].offset: BAR${index} address + offset overflows 64 bits`,
+      );
+    if (end > size) {
+      throw err(
+        'EINVAL',
+        `${fn}: dma_ranges[${i}] [0x${offset.toString(16)}, +0x${length.toString(16)}) exceeds BAR${index} (0x${size.toString(16)} bytes)`,
+      );
+    }
+    return { paddr: Number(paddr), len: Number(length) };
+  });
+  return { bar, physVec };
+}
+
+/**
+ * VFIO_DEVICE_FEATURE_DMA_BUF (GET): validate `data` (§6.2 rules 2-4), export the ranges as one
+ * dma-buf and install its fd in `fdt`. The buffer holds a registration on the device and starts
+ * revoked if memory decode is off. Called by: vfioPciCoreIoctlFeature. Lock: takes memory_lock.
+ * Throws: EINVAL naming the field (nr_ranges 0, flags, open_flags, a range that is empty,
+ * unaligned or outside the BAR, a total that overflows, an absent BAR); ENODEV (region_index
+ * is not a BAR, device closed or removed); EOPNOTSUPP (BAR not mmap-able); EOVERFLOW (address
+ * overflow); EFAULT (dma_ranges shorter or longer than nr_ranges).
+ */
+export async function vfioPciCoreFeatureDmaBuf(
+  vdev: VfioPciCoreDevice,
+  data: unknown,
+  fdt: FdTable,
+): Promise<number> {
+  const fn = 'VFIO_DEVICE_FEATURE_DMA_BUF';
+  if (!data || typeof data !== 'object') throw err('EINVAL', `${fn}: data missing`);
+  const arg = data as VfioDeviceFeatureDmaBuf;
+  const nr = u32(fn, 'nr_ranges', arg.nr_ranges);
+  if (nr === 0) throw err('EINVAL', `${fn}: nr_ranges is 0`);
+  if (arg.flags !== 0) throw err('EINVAL', `${fn}: flags ${String(arg.flags)} must be 0`);
+  const index = u32(fn, 'region_index', arg.region_index);
+  if (index >= VFIO_PCI_ROM_REGION_INDEX) throw err('ENODEV', `${fn}: region_index ${index} is not a BAR`);
+  const openFlags = u32(fn, 'open_flags', arg.open_flags);
+  if (openFlags & ~VFIO_DMABUF_VALID_OPEN_FLAGS) {
+    throw err(
+      'EINVAL',
+      `${fn}: open_flags 0x${openFlags.toString(16)} may only hold O_ACCMODE and O_CLOEXEC`,
+    );
+  }
+  if (!Array.isArray(arg.dma_ranges) || arg.dma_ranges.length !== nr) {
+    const n = Array.isArray(arg.dma_ranges) ? arg.dma_ranges.length : 'no';
+    throw err('EFAULT', `${fn}: dma_ranges holds ${n} entries, nr_ranges says ${nr}`);
+  }
+  const ranges = validateDmabufInput(fn, arg);
+  const { bar, physVec } = vfioPciCoreGetDmabufPhys(fn, vdev, index, ranges);
+  // vfio_device_try_get_registration()
+  if (vdev.removed) throw err('ENODEV', `${fn}: ${vdev} was removed`);
+  const priv = new VfioPciDmaBuf(vdev, bar, physVec);
+  vdev.registrations++;
+  try {
+    priv.dmabuf = dmaBufExport({
+      expName: 'vfio_pci_core',
+      ops: vfioPciDmabufOps,
+      size: priv.size,
+      priv,
+      flags: openFlags,
+      owner: vdev.name,
+    });
+  } catch (e) {
+    vdev.registrations--;
+    throw e;
+  }
+  const listed = await vdev.withMemoryLock(async () => {
+    // The device fd may have been closed while this waited: never list a buffer on a closed device.
+    if (vdev.openCount === 0 || vdev.removed) return false;
+    await dmaResvLock(priv.dmabuf.resv, null);
+    priv.revoked = !vdev.memoryEnabled(); // rule 4: born revoked while decode is off
+    vdev.dmabufs.add(priv);
+    dmaResvUnlock(priv.dmabuf.resv);
+    return true;
+  });
+  if (!listed) {
+    dmaBufPut(priv.dmabuf);
+    throw err('ENODEV', `${fn}: ${vdev} was closed during the export`);
+  }
+  return dmaBufFd(fdt, priv.dmabuf);
+}
+
+function timeout(priv: VfioPciDmaBuf, what: string): EmuError {
+  trace('vfioRevokeTimeout', () => ({ buf: String(priv.dmabuf), what }));
+  return err('ETIMEDOUT', `vfio_pci_dma_buf_move: ${priv.dmabuf}: ${what}`);
+}
+
+// Steps 1-4 of DOC: revoke for one buffer; `cleanup` also takes it off the device for good.
+async function revokeOne(vdev: VfioPciCoreDevice, priv: VfioPciDmaBuf, reason: string, cleanup: boolean) {
+  const { dmabuf } = priv;
+  await dmaResvLock(dmabuf.resv, null);
+  try {
+    if (dmabuf.released) return []; // its release took it off the device meanwhile
+    if (cleanup) {
+      vdev.dmabufs.delete(priv);
+      vdev.registrations--;
+      priv.vdev = null;
+      priv.permanent = true;
+    }
+    priv.revoked = true;
+    dmaBufInvalidateMappings(dmabuf);
+  } finally {
+    dmaResvUnlock(dmabuf.resv);
+  }
+  trace('vfioRevoke', () => ({
+    buf: String(dmabuf),
+    dev: vdev.name,
+    revoked: true,
+    reason,
+    permanent: cleanup,
+  }));
+  const errors: EmuError[] = [];
+  const fenceMs = vdev.revokeFenceTimeoutMs;
+  if ((await dmaResvWaitTimeout(dmabuf.resv, DmaResvUsage.BOOKKEEP, fenceMs)) === 0) {
+    errors.push(timeout(priv, `fences did not signal within ${fenceMs} ms of the revoke`));
+  }
+  const unmapMs = vdev.revokeUnmapTimeoutMs;
+  if (!(await priv.mappings.waitIdle(unmapMs))) {
+    const n = priv.mappings.count;
+    errors.push(
+      timeout(
+        priv,
+        `${n} mapping(s) not unmapped within ${unmapMs} ms of the revoke (broken invalidate_mappings)`,
+      ),
+    );
+  }
+  return errors;
+}
+
+/**
+ * vfio_pci_dma_buf_move(): revoke (true) or restore (false) every buffer of `vdev` whose state
+ * differs (DOC: revoke). Called by: command writes, reset. Lock: memory_lock held (EPERM).
+ * Returns the revoke timeouts as ETIMEDOUT errors; every buffer is processed regardless.
+ */
+export async function vfioPciDmaBufMove(
+  vdev: VfioPciCoreDevice,
+  revoked: boolean,
+  reason: string,
+): Promise<EmuError[]> {
+  if (!vdev.memoryLock.heldByCurrent())
+    throw err('EPERM', `vfio_pci_dma_buf_move: ${vdev} memory_lock not held`);
+  const errors: EmuError[] = [];
+  for (const priv of [...vdev.dmabufs]) {
+    if (priv.vdev !== vdev || priv.permanent || priv.revoked === revoked) continue;
+    if (revoked) {
+      errors.push(...(await revokeOne(vdev, priv, reason, false)));
+      continue;
+    }
+    const { dmabuf } = priv;
+    await dmaResvLock(dmabuf.resv, null);
+    try {
+      if (dmabuf.released) continue;
+      priv.revoked = false;
+      // Notify again: dynamic importers re-map on their next access (§6.2 rule 7).
+      dmaBufInvalidateMappings(dmabuf);
+    } finally {
+      dmaResvUnlock(dmabuf.resv);
+    }
+    trace('vfioRevoke', () => ({
+      buf: String(dmabuf),
+      dev: vdev.name,
+      revoked: false,
+      reason,
+      permanent: false,
+    }));
+  }
+  return errors;
+}
+
+/**
+ * vfio_pci_dma_buf_cleanup(): at the device's last close, revoke every buffer for good, take it
+ * off the device and drop its registration. Called by: vfioPciCoreCloseDevice. Lock:
+ * memory_lock held (EPERM). Returns the revoke timeouts as ETIMEDOUT errors.
+ */
+export async function vfioPciDmaBufCleanup(vdev: VfioPciCoreDevice): Promise<EmuError[]> {
+  if (!vdev.memoryLock.heldByCurrent())
+    throw err('EPERM', `vfio_pci_dma_buf_cleanup: ${vdev} memory_lock not held`);
+  const errors: EmuError[] = [];
+  for (const priv of [...vdev.dmabufs]) errors.push(...(await revokeOne(vdev, priv, 'close', true)));
+  return errors;
+}
