@@ -16,7 +16,7 @@
  * Thread: kernel (main thread).
  */
 import { Errno, err } from '../../../common/errno.ts';
-import { P2pdmaMapCache, type P2pdmaMapType, P2pdmaMapType as MapType } from '../../../topology/p2pdma.ts';
+import { P2pdmaMapCache, P2pdmaMapType } from '../../../topology/p2pdma.ts';
 import type { Topology } from '../../../topology/model.ts';
 import { dmaBufInvalidateMappings } from '../dma-buf/dma-buf.ts';
 import { dmaResvLock, dmaResvUnlock } from '../dma-buf/dma-resv.ts';
@@ -88,13 +88,14 @@ export class Gpu {
     this.pciId = opts.pciId;
     this.topology = opts.topology;
     this.fenceTimeoutMs = opts.fenceTimeoutMs ?? GPU_FENCE_TIMEOUT_MS;
+    // the device first: a taken name (EEXIST) then leaves no VRAM window behind.
+    this.dev = kernel.addDevice(name, { pciId: opts.pciId });
     const vram = kernel.addDeviceMemory(`${name}-vram`, opts.vramBytes ?? GPU_DEFAULT_VRAM);
     this.vram = vram.region;
     this.vramAlloc = vram.alloc;
     const phys = kernel.physMap.regionToPhys(vram.region, 0);
     if (phys === null) throw err('ENODEV', `gpuProbe(${name}): VRAM BAR window not placed`);
     this.vramPhys = phys;
-    this.dev = kernel.addDevice(name, { pciId: opts.pciId });
     if (this.dev.iommuId === undefined)
       throw err('ENODEV', `gpuProbe(${name}): device has no IOMMU requester id`);
     this.host = deviceHostSpawn({
@@ -182,7 +183,7 @@ export function gpuProbe(kernel: HostKernel, name = 'gpu0', opts: GpuOptions = {
  */
 export function gpuP2pMapType(gpu: Gpu, dev: Device): P2pdmaMapType {
   if (gpu.topology === undefined || gpu.pciId === undefined || dev.pciId === undefined)
-    return MapType.THRU_HOST_BRIDGE;
+    return P2pdmaMapType.THRU_HOST_BRIDGE;
   return gpu.p2pCache.get(gpu.topology, gpu.pciId, dev.pciId).mapType;
 }
 
