@@ -35,6 +35,14 @@ const names = {
   gpuMove: 'p2pemu:gpu:move',
   gpuEvict: 'p2pemu:gpu:evict',
   gpuPrimeAttach: 'p2pemu:gpu:prime_attach',
+  rdmaMrReg: 'p2pemu:rdma:mr_reg',
+  rdmaMrDereg: 'p2pemu:rdma:mr_dereg',
+  rdmaInvalidate: 'p2pemu:rdma:invalidate',
+  rdmaPageFault: 'p2pemu:rdma:page_fault',
+  rdmaUmemRevoke: 'p2pemu:rdma:umem_revoke',
+  rdmaZapTimeout: 'p2pemu:rdma:zap_timeout',
+  rdmaQpModify: 'p2pemu:rdma:qp_modify',
+  rdmaDeviceFatal: 'p2pemu:rdma:device_fatal',
 } as const;
 
 export type TracePoint = keyof typeof names;
