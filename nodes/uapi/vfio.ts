@@ -24,8 +24,8 @@ import {
   vfioPciCoreOpenDevice,
   vfioPciCoreReset,
   vfioPciCoreWriteCommand,
-  vfioPciFind,
 } from '../kernel/vfio/vfio-pci-core.ts';
+import { vfioPciFind } from '../kernel/vfio/vfio-pci.ts';
 import {
   VFIO_DEVICE_FEATURE_DMA_BUF,
   VFIO_DEVICE_FEATURE_DMA_BUF_TPH,

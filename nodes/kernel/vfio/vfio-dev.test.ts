@@ -33,7 +33,7 @@ import {
 } from './fixtures/vfio-host.ts';
 import { vfioDevChecksum, vfioDevFill } from './vfio-dev.ts';
 import { vfioPciDmaBufOf } from './vfio-pci-dmabuf.ts';
-import { vfioPciRemove } from './vfio-pci-core.ts';
+import { vfioPciRemove } from './vfio-pci.ts';
 
 afterEach(vfioHostsTeardown);
 

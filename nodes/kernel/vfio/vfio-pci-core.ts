@@ -1,8 +1,9 @@
 /**
  * vfio-pci core (drivers/vfio/pci/vfio_pci_core.c), reduced to what exporting BARs as dma-bufs
- * needs: probe of a PCI function with memory BARs, open/close of its device fd, the PCI command
- * register's MEMORY decode bit, function-level reset, and VFIO_DEVICE_FEATURE dispatch. The
- * dma-buf side (export, revoke, TPH) is vfio-pci-dmabuf.ts; the device's queue is vfio-dev.ts.
+ * needs: the device state, open/close of its device fd, the PCI command register's MEMORY
+ * decode bit, function-level reset, and VFIO_DEVICE_FEATURE dispatch. Probe and removal are
+ * vfio-pci.ts; the dma-buf side is vfio-pci-dmabuf.ts (export), vfio-pci-revoke.ts (revoke) and
+ * vfio-pci-tph.ts; the device's queue is vfio-dev.ts.
  *
  * DOC: BAR accessibility and revoke (kernel-semantics §6.2 rules 4, 7, 10)
  * Peers reach a BAR only while its memory decode is on: clearing PCI_COMMAND_MEMORY removes the
@@ -30,22 +31,16 @@ import { err } from '../../../common/errno.ts';
 import { trace } from '../../../common/trace.ts';
 import type { Topology } from '../../../topology/model.ts';
 import { P2pdmaMapCache, type P2pdmaClient, P2pdmaMapType } from '../../../topology/p2pdma.ts';
-import { hex, PAGE_SIZE } from '../../fabric/page.ts';
+import { hex } from '../../fabric/page.ts';
 import { PhysWindowKind } from '../../fabric/phys-map-layout.ts';
-import { VFIO_DEV_NUM_BARS } from '../../fabric/vfio-dev-layout.ts';
 import type { Device } from '../device.ts';
 import type { DeviceHost } from '../drivers/device-host.ts';
 import type { FdTable } from '../fs/file.ts';
 import type { HostKernel } from '../kernel.ts';
 import { WwMutex } from '../locking/ww-mutex.ts';
 import type { MemRegion } from '../mm/region.ts';
-import { vfioDevSpawn } from './vfio-dev.ts';
-import {
-  type VfioPciDmaBuf,
-  vfioPciCoreFeatureDmaBuf,
-  vfioPciDmaBufCleanup,
-  vfioPciDmaBufMove,
-} from './vfio-pci-dmabuf.ts';
+import { type VfioPciDmaBuf, vfioPciCoreFeatureDmaBuf } from './vfio-pci-dmabuf.ts';
+import { vfioPciDmaBufCleanup, vfioPciDmaBufMove } from './vfio-pci-revoke.ts';
 import { vfioPciCoreFeatureDmaBufTph } from './vfio-pci-tph.ts';
 import {
   PCI_COMMAND_MEMORY,
@@ -97,7 +92,7 @@ export interface VfioPciBar {
   readonly busOffset: number;
 }
 
-/** struct vfio_pci_core_device, reduced. Build with vfioPciProbe(). */
+/** struct vfio_pci_core_device, reduced. Build with vfioPciProbe() (vfio-pci.ts). */
 export class VfioPciCoreDevice {
   readonly name: string;
   readonly kernel: HostKernel;
@@ -119,10 +114,13 @@ export class VfioPciCoreDevice {
   /** vfio_device registration references held by dma-bufs (§6.2 rule 3). */
   registrations = 0;
   removed = false;
+  /** A function-level reset is in progress: BARs do not decode whatever the command says. */
+  inReset = false;
+  /** The command register as open_device left it (pci_save_state), restored at close. */
+  savedCommand = PCI_COMMAND_MEMORY;
+  /** The device queue (vfio-dev.ts), started by probe. */
   host!: DeviceHost;
-  private inReset = false;
   private windowsPlaced = true;
-  private savedCommand = PCI_COMMAND_MEMORY;
   private readonly topology: Topology | undefined;
   private readonly defaultMapType: P2pdmaMapType;
   private readonly p2pCache = new P2pdmaMapCache();
@@ -193,81 +191,6 @@ export class VfioPciCoreDevice {
       this.memoryLock.unlock();
     }
   }
-
-  /** reset_done bookkeeping for vfioPciCoreReset. */
-  setInReset(v: boolean): void {
-    this.inReset = v;
-  }
-
-  /** pci_save_state at open / pci_restore_state at close, for the command register. */
-  saveCommand(): void {
-    this.savedCommand = this.command;
-  }
-
-  get saved(): number {
-    return this.savedCommand;
-  }
-}
-
-const registry = new WeakMap<HostKernel, Map<string, VfioPciCoreDevice>>();
-
-function checkBars(fn: string, bars: VfioPciProbeOptions['bars']): void {
-  if (!Array.isArray(bars) || bars.length === 0 || bars.length > VFIO_DEV_NUM_BARS) {
-    throw err('EINVAL', `${fn}: opts.bars must list 1 to ${VFIO_DEV_NUM_BARS} BARs`);
-  }
-  if (!bars.some((b) => b)) throw err('EINVAL', `${fn}: opts.bars has no implemented BAR`);
-  bars.forEach((b, i) => {
-    if (!b) return;
-    const s = b.size;
-    if (!(Number.isInteger(s) && s >= PAGE_SIZE && s <= 2 ** 32 && Number.isInteger(Math.log2(s)))) {
-      throw err('EINVAL', `${fn}: opts.bars[${i}].size ${s} must be a power of two in [${PAGE_SIZE}, 2^32]`);
-    }
-  });
-}
-
-/**
- * Probe a vfio-pci function on `kernel`: a DMA requester behind the IOMMU, one BAR window per
- * implemented BAR (HostKernel.addDeviceMemory, decode on), and its device worker.
- * Called by: host boot, tests. Thread: kernel.
- * Throws: EINVAL naming an option; EEXIST if `name` is taken; ENOSPC (MMIO range); ENODEV.
- */
-export function vfioPciProbe(kernel: HostKernel, name: string, opts: VfioPciProbeOptions): VfioPciCoreDevice {
-  const fn = `vfioPciProbe(${name})`;
-  if (!opts || typeof opts !== 'object') throw err('EINVAL', `${fn}: opts missing`);
-  checkBars(fn, opts.bars);
-  const dev = kernel.addDevice(name, { pciId: opts.pciId });
-  const bars: (VfioPciBar | null)[] = [];
-  for (let i = 0; i < VFIO_DEV_NUM_BARS; i++) {
-    const spec = opts.bars[i];
-    if (!spec) {
-      bars.push(null);
-      continue;
-    }
-    const { region } = kernel.addDeviceMemory(`${name}.bar${i}`, spec.size);
-    const win = kernel.physMap.view.windows.find((w) => w.regionId === region.id);
-    if (!win) throw err('ENODEV', `${fn}: BAR${i} window was not placed`);
-    bars.push({
-      index: i,
-      size: spec.size,
-      mmap: spec.mmap !== false,
-      region,
-      phys: win.phys,
-      busOffset: win.busOffset,
-    });
-  }
-  const vdev = new VfioPciCoreDevice(kernel, name, dev, bars, opts);
-  vdev.host = vfioDevSpawn(vdev, { queueDepth: opts.queueDepth, hangTimeoutMs: opts.hangTimeoutMs });
-  let devices = registry.get(kernel);
-  if (!devices) registry.set(kernel, (devices = new Map()));
-  devices.set(name, vdev);
-  return vdev;
-}
-
-/** The vfio-pci function `name` on `kernel`. Throws: ENODEV. */
-export function vfioPciFind(kernel: HostKernel, name: string): VfioPciCoreDevice {
-  const vdev = registry.get(kernel)?.get(name);
-  if (!vdev) throw err('ENODEV', `vfio-pci: no device named ${JSON.stringify(name)} on ${kernel.name}`);
-  return vdev;
 }
 
 /**
@@ -280,7 +203,7 @@ export function vfioPciCoreOpenDevice(vdev: VfioPciCoreDevice): void {
   if (vdev.openCount++ > 0) return;
   vdev.command |= PCI_COMMAND_MEMORY;
   vdev.syncWindows();
-  vdev.saveCommand();
+  vdev.savedCommand = vdev.command;
 }
 
 /**
@@ -298,7 +221,7 @@ export async function vfioPciCoreCloseDevice(vdev: VfioPciCoreDevice): Promise<v
   if (--vdev.openCount > 0) return;
   const errors = await vdev.withMemoryLock(async () => {
     const e = await vfioPciDmaBufCleanup(vdev);
-    vdev.command = vdev.saved;
+    vdev.command = vdev.savedCommand;
     vdev.syncWindows();
     return e;
   });
@@ -350,10 +273,10 @@ export async function vfioPciCoreReset(vdev: VfioPciCoreDevice): Promise<void> {
   requireOpen('VFIO_DEVICE_RESET', vdev);
   const errors = await vdev.withMemoryLock(async () => {
     const e = await vfioPciDmaBufMove(vdev, true, 'reset');
-    vdev.setInReset(true);
+    vdev.inReset = true;
     vdev.syncWindows();
     trace('vfioReset', () => ({ dev: vdev.name, command: hex(vdev.command) }));
-    vdev.setInReset(false);
+    vdev.inReset = false;
     vdev.syncWindows();
     if (vdev.memoryEnabled()) e.push(...(await vfioPciDmaBufMove(vdev, false, 'reset done')));
     return e;
@@ -401,37 +324,4 @@ export async function vfioPciCoreIoctlFeature(
   if (feature === VFIO_DEVICE_FEATURE_DMA_BUF) return vfioPciCoreFeatureDmaBuf(vdev, data, fdt);
   await vfioPciCoreFeatureDmaBufTph(vdev, data, fdt);
   return 0;
-}
-
-/**
- * Hot-unplug: close the device if it is still open (permanent revoke of its buffers), stop its
- * worker and take its BARs off the bus. Idempotent. Later opens fail ENODEV; buffers still
- * held by userspace stay revoked and release cleanly when their fds close.
- * Called by: host teardown, tests (afterEach). Throws: ETIMEDOUT from the close's revoke (after
- * the device is gone).
- */
-export async function vfioPciRemove(vdev: VfioPciCoreDevice): Promise<void> {
-  if (vdev.removed) return;
-  let closeError: unknown = null;
-  if (vdev.openCount > 0) {
-    vdev.openCount = 1;
-    await vfioPciCoreCloseDevice(vdev).catch((e) => {
-      closeError = e;
-    });
-  }
-  vdev.removed = true;
-  registry.get(vdev.kernel)?.delete(vdev.name);
-  try {
-    await vdev.host.close(1_000);
-  } finally {
-    if (vdev.host.alive) await vdev.host.destroy();
-    await vdev.host.exited;
-    vdev.syncWindows();
-  }
-  if (closeError) throw closeError;
-}
-
-/** For messages: a BAR's CPU range. */
-export function vfioPciBarRange(b: VfioPciBar): string {
-  return `BAR${b.index} [${hex(b.phys)}, +${hex(b.size)})`;
 }

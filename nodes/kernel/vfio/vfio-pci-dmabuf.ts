@@ -1,6 +1,6 @@
 /**
  * VFIO dma-buf export of PCI BARs (drivers/vfio/pci/vfio_pci_dmabuf.c, 2026 semantics,
- * kernel-semantics §6): VFIO_DEVICE_FEATURE_DMA_BUF, the exporter ops, and revoke.
+ * kernel-semantics §6): VFIO_DEVICE_FEATURE_DMA_BUF and the exporter ops.
  *
  * DOC: exporter ops (vfio_pci_dmabuf_ops)
  *  - attach: MMIO only: an importer without peer2peer is refused EOPNOTSUPP (no fallback to
@@ -16,41 +16,16 @@
  *  - release: leave the device's list and drop the registration, unless cleanup already did.
  *  - getTph (2026 proposal): the steering tag set with VFIO_DEVICE_FEATURE_DMA_BUF_TPH.
  *
- * DOC: revoke (§6.2 rule 8), per buffer, memory_lock held by the caller
- *  1. take the resv lock; set revoked (attach, pin and map now fail ENODEV);
- *  2. dmaBufInvalidateMappings(): every dynamic importer is told to stop, with the lock held;
- *  3. drop the resv lock; wait for every fence on the buffer (BOOKKEEP: in-flight DMA retires),
- *     bounded by vdev.revokeFenceTimeoutMs (the kernel waits forever);
- *  4. wait until every mapping is unmapped, bounded by vdev.revokeUnmapTimeoutMs (the kernel's
- *     1 s WARN: an importer whose invalidate_mappings never leads to an unmap is broken).
- * A timeout is returned as ETIMEDOUT naming the buffer and what is left; the buffer stays
- * revoked. Un-revoke: lock, clear revoked, invalidate again so dynamic importers re-map, unlock.
- * Close (cleanup) does the same revoke for good and takes the buffer off the device. Unlike the
- * kernel, which waits for the unmaps still holding the resv lock (its revocable importers unmap
- * inside the callback), the wait here runs unlocked, so importers that unmap on their next
- * access (TestImporter) can.
+ * Revoke, un-revoke and close cleanup: vfio-pci-revoke.ts.
  *
  * Thread: kernel. Lock order: memory_lock, then the buffer's resv lock.
  */
-import { type EmuError, err } from '../../../common/errno.ts';
-import { trace } from '../../../common/trace.ts';
+import { err } from '../../../common/errno.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
-import {
-  type DmaBuf,
-  dmaBufAttachRevocable,
-  dmaBufExport,
-  dmaBufInvalidateMappings,
-  dmaBufPut,
-} from '../dma-buf/dma-buf.ts';
+import { type DmaBuf, dmaBufAttachRevocable, dmaBufExport, dmaBufPut } from '../dma-buf/dma-buf.ts';
 import { dmaBufFd } from '../dma-buf/dma-buf-file.ts';
 import type { DmaBufOps } from '../dma-buf/dma-buf-ops.ts';
-import {
-  DmaResvUsage,
-  dmaResvAssertHeld,
-  dmaResvLock,
-  dmaResvUnlock,
-  dmaResvWaitTimeout,
-} from '../dma-buf/dma-resv.ts';
+import { dmaResvAssertHeld, dmaResvLock, dmaResvUnlock } from '../dma-buf/dma-resv.ts';
 import { O_CLOEXEC } from '../dma-buf/heaps/dma-heap.ts';
 import type { FdTable } from '../fs/file.ts';
 import {
@@ -61,7 +36,7 @@ import {
 } from './dma-buf-mapping.ts';
 import type { VfioPciBar, VfioPciCoreDevice } from './vfio-pci-core.ts';
 import { PciTphCompleter, VFIO_PCI_ROM_REGION_INDEX, type VfioDeviceFeatureDmaBuf } from './vfio-uapi.ts';
-import { VfioDmaBufMappings } from './vfio-pci-mappings.ts';
+import { VfioDmaBufMappings } from './vfio-pci-revoke.ts';
 
 /** O_ACCMODE | O_CLOEXEC: the fd flags a VFIO dma-buf accepts. */
 export const VFIO_DMABUF_VALID_OPEN_FLAGS = 0o3 | O_CLOEXEC;
@@ -312,104 +287,4 @@ export async function vfioPciCoreFeatureDmaBuf(
     throw err('ENODEV', `${fn}: ${vdev} was closed during the export`);
   }
   return dmaBufFd(fdt, priv.dmabuf);
-}
-
-function timeout(priv: VfioPciDmaBuf, what: string): EmuError {
-  trace('vfioRevokeTimeout', () => ({ buf: String(priv.dmabuf), what }));
-  return err('ETIMEDOUT', `vfio_pci_dma_buf_move: ${priv.dmabuf}: ${what}`);
-}
-
-// Steps 1-4 of DOC: revoke for one buffer; `cleanup` also takes it off the device for good.
-async function revokeOne(vdev: VfioPciCoreDevice, priv: VfioPciDmaBuf, reason: string, cleanup: boolean) {
-  const { dmabuf } = priv;
-  await dmaResvLock(dmabuf.resv, null);
-  try {
-    if (dmabuf.released) return []; // its release took it off the device meanwhile
-    if (cleanup) {
-      vdev.dmabufs.delete(priv);
-      vdev.registrations--;
-      priv.vdev = null;
-      priv.permanent = true;
-    }
-    priv.revoked = true;
-    dmaBufInvalidateMappings(dmabuf);
-  } finally {
-    dmaResvUnlock(dmabuf.resv);
-  }
-  trace('vfioRevoke', () => ({
-    buf: String(dmabuf),
-    dev: vdev.name,
-    revoked: true,
-    reason,
-    permanent: cleanup,
-  }));
-  const errors: EmuError[] = [];
-  const fenceMs = vdev.revokeFenceTimeoutMs;
-  if ((await dmaResvWaitTimeout(dmabuf.resv, DmaResvUsage.BOOKKEEP, fenceMs)) === 0) {
-    errors.push(timeout(priv, `fences did not signal within ${fenceMs} ms of the revoke`));
-  }
-  const unmapMs = vdev.revokeUnmapTimeoutMs;
-  if (!(await priv.mappings.waitIdle(unmapMs))) {
-    const n = priv.mappings.count;
-    errors.push(
-      timeout(
-        priv,
-        `${n} mapping(s) not unmapped within ${unmapMs} ms of the revoke (broken invalidate_mappings)`,
-      ),
-    );
-  }
-  return errors;
-}
-
-/**
- * vfio_pci_dma_buf_move(): revoke (true) or restore (false) every buffer of `vdev` whose state
- * differs (DOC: revoke). Called by: command writes, reset. Lock: memory_lock held (EPERM).
- * Returns the revoke timeouts as ETIMEDOUT errors; every buffer is processed regardless.
- */
-export async function vfioPciDmaBufMove(
-  vdev: VfioPciCoreDevice,
-  revoked: boolean,
-  reason: string,
-): Promise<EmuError[]> {
-  if (!vdev.memoryLock.heldByCurrent())
-    throw err('EPERM', `vfio_pci_dma_buf_move: ${vdev} memory_lock not held`);
-  const errors: EmuError[] = [];
-  for (const priv of [...vdev.dmabufs]) {
-    if (priv.vdev !== vdev || priv.permanent || priv.revoked === revoked) continue;
-    if (revoked) {
-      errors.push(...(await revokeOne(vdev, priv, reason, false)));
-      continue;
-    }
-    const { dmabuf } = priv;
-    await dmaResvLock(dmabuf.resv, null);
-    try {
-      if (dmabuf.released) continue;
-      priv.revoked = false;
-      // Notify again: dynamic importers re-map on their next access (§6.2 rule 7).
-      dmaBufInvalidateMappings(dmabuf);
-    } finally {
-      dmaResvUnlock(dmabuf.resv);
-    }
-    trace('vfioRevoke', () => ({
-      buf: String(dmabuf),
-      dev: vdev.name,
-      revoked: false,
-      reason,
-      permanent: false,
-    }));
-  }
-  return errors;
-}
-
-/**
- * vfio_pci_dma_buf_cleanup(): at the device's last close, revoke every buffer for good, take it
- * off the device and drop its registration. Called by: vfioPciCoreCloseDevice. Lock:
- * memory_lock held (EPERM). Returns the revoke timeouts as ETIMEDOUT errors.
- */
-export async function vfioPciDmaBufCleanup(vdev: VfioPciCoreDevice): Promise<EmuError[]> {
-  if (!vdev.memoryLock.heldByCurrent())
-    throw err('EPERM', `vfio_pci_dma_buf_cleanup: ${vdev} memory_lock not held`);
-  const errors: EmuError[] = [];
-  for (const priv of [...vdev.dmabufs]) errors.push(...(await revokeOne(vdev, priv, 'close', true)));
-  return errors;
 }
