@@ -80,7 +80,13 @@ export function sgTableCreate(entries: readonly SgEntry[], cpu: readonly SgPage[
   });
   return Object.freeze({
     entries: Object.freeze(
-      entries.map((e) => Object.freeze({ dmaAddress: e.dmaAddress, dmaLength: e.dmaLength })),
+      entries.map((e) =>
+        Object.freeze(
+          e.bus
+            ? { dmaAddress: e.dmaAddress, dmaLength: e.dmaLength, bus: true as const }
+            : { dmaAddress: e.dmaAddress, dmaLength: e.dmaLength },
+        ),
+      ),
     ),
     cpu: Object.freeze(cpu.map((p) => Object.freeze({ ...p }))),
     origNents: cpu.length,
@@ -94,15 +100,16 @@ export function sgTableImporterCopy(sgt: SgTable): SgTable {
 }
 
 /**
- * Visit the DMA segments covering [offset, offset + length) of `sgt`: `fn(dmaAddress, at, n)`
- * gets each piece's DMA address, its offset into the range and its length. Stops at the first
+ * Visit the DMA segments covering [offset, offset + length) of `sgt`: `fn(dmaAddress, at, n, bus)`
+ * gets each piece's DMA address, offset into the range, length, and whether it is a PCI bus
+ * address (then the device uses the bus DMA path, not its IOMMU). Stops at the first
  * non-zero return and returns it (a DMA status), else 0. EINVAL if the range is outside the table.
  */
 export function sgTableWalk(
   sgt: SgTable,
   offset: number,
   length: number,
-  fn: (dmaAddress: number, at: number, n: number) => number,
+  fn: (dmaAddress: number, at: number, n: number, bus: boolean) => number,
 ): number {
   if (
     !Number.isInteger(offset) ||
@@ -122,7 +129,7 @@ export function sgTableWalk(
       continue;
     }
     const n = Math.min(e.dmaLength - skip, length - at);
-    const status = fn(e.dmaAddress + skip, at, n);
+    const status = fn(e.dmaAddress + skip, at, n, e.bus === true);
     if (status !== 0) return status;
     at += n;
     skip = 0;

@@ -11,7 +11,7 @@
  * (fabric/dma.ts), here from the kernel thread on the device's behalf.
  */
 import { err } from '../../../common/errno.ts';
-import { DmaCtx, dmaRead, dmaWrite } from '../../fabric/dma.ts';
+import { DmaCtx, dmaRead, dmaReadBus, dmaWrite, dmaWriteBus } from '../../fabric/dma.ts';
 import type { Device } from '../device.ts';
 import { type DmaCtxHandoff, iommuDeviceDmaCtx } from '../iommu/iommu.ts';
 import type { HostKernel } from '../kernel.ts';
@@ -143,7 +143,8 @@ export class TestImporter {
       sgt,
       offset,
       data.length,
-      (addr, at, n) => dmaWrite(this.ctx, addr, data, at, n),
+      (addr, at, n, bus) =>
+        bus ? dmaWriteBus(this.ctx, addr, data, at, n) : dmaWrite(this.ctx, addr, data, at, n),
       'write',
     );
   }
@@ -158,7 +159,8 @@ export class TestImporter {
       sgt,
       offset,
       length,
-      (addr, at, n) => dmaRead(this.ctx, addr, n, data, at),
+      (addr, at, n, bus) =>
+        bus ? dmaReadBus(this.ctx, addr, n, data, at) : dmaRead(this.ctx, addr, n, data, at),
       'read',
     );
     return { status, data };
@@ -173,7 +175,8 @@ export class TestImporter {
       sgt,
       offset,
       data.length,
-      (addr, at, n) => dmaWrite(this.ctx, addr, data, at, n),
+      (addr, at, n, bus) =>
+        bus ? dmaWriteBus(this.ctx, addr, data, at, n) : dmaWrite(this.ctx, addr, data, at, n),
       'write',
     );
   }
@@ -225,12 +228,12 @@ export class TestImporter {
     sgt: SgTable,
     offset: number,
     length: number,
-    op: (addr: number, at: number, n: number) => number,
+    op: (addr: number, at: number, n: number, bus: boolean) => number,
     kind: string,
   ): number {
     let failedAt = -1;
-    const status = sgTableWalk(sgt, offset, length, (addr, at, n) => {
-      const st = op(addr, at, n);
+    const status = sgTableWalk(sgt, offset, length, (addr, at, n, bus) => {
+      const st = op(addr, at, n, bus);
       if (st !== 0) failedAt = addr;
       return st;
     });

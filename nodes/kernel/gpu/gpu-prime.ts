@@ -73,14 +73,9 @@ function busTable(bo: GpuBo, who: string): SgTable {
     const busOffset = physMap.resolve(s.addr)?.window.busOffset ?? 0;
     const a = p2pdmaAddressing(P2pdmaMapType.BUS_ADDR, BigInt(s.addr), BigInt(busOffset));
     if (a.kind !== 'bus-addr') throw err('EINVAL', `${who}: no bus address for ${bo}`);
-    return { dmaAddress: Number(a.busAddr), dmaLength: s.length };
+    return { dmaAddress: Number(a.busAddr), dmaLength: s.length, bus: true as const };
   });
-  // sgTableCreate checks alignment (rule 15); the bus flag is added to its frozen entries.
-  const t = sgTableCreate(entries, [], who);
-  return Object.freeze({
-    ...t,
-    entries: Object.freeze(t.entries.map((e) => Object.freeze({ ...e, bus: true as const }))),
-  });
+  return sgTableCreate(entries, [], who);
 }
 
 const gpuDmaBufOps: DmaBufOps = {
