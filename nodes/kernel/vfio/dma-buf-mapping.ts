@@ -61,11 +61,12 @@ function split(addr: number, len: number, bus: boolean, out: SgEntry[]): void {
   }
 }
 
-// sgTableCreate checks alignment (rule 15) but keeps only address and length of each entry; the
-// bus flag is what tells the importer's device how to reach the address, so it is put back.
+// sgTableCreate checks alignment (rule 15). The bus flag is what tells the importer's device how
+// to reach an address, so the table must keep it; versions of sgTableCreate that copy only
+// address and length get it put back here.
 function mmioTable(entries: SgEntry[], who: string): SgTable {
   const checked = sgTableCreate(entries, [], who);
-  if (!entries.some((e) => e.bus)) return checked;
+  if (checked.entries.every((e, i) => e.bus === entries[i].bus)) return checked;
   return Object.freeze({
     entries: Object.freeze(entries.map((e) => Object.freeze({ ...e }))),
     cpu: checked.cpu,
