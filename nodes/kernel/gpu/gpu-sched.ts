@@ -16,6 +16,8 @@
  * DOC: failure
  *  - a dependency that does not signal within `depTimeoutMs`: the job is sent as a NOP and its
  *    fence signals -ETIMEDOUT. Going through the ring keeps each entity's fences in order;
+ *  - a dependency that signalled with an error: the job is sent as a NOP and its fence carries
+ *    that error (kernel-semantics §2.2 rule 11), so a chain of jobs after a failure does not run;
  *  - the device dies (crash, destroy, hang): jobs on the ring get the device's error from their
  *    completion (-EIO, -ETIMEDOUT, ...), queued jobs -ENODEV;
  *  - close(): refuse new jobs (ENODEV), run what is queued, wait until idle.
@@ -167,6 +169,8 @@ export class GpuSched {
       while (q.length > 0) {
         const job = q[0];
         if (job.forced === 0 && !this.depsReady(job)) break;
+        // A failed dependency fails the job without running it (drm_sched propagates the error).
+        if (job.forced === 0) job.forced = job.deps.find((f) => f.error < 0)?.error ?? 0;
         const cmds = job.forced !== 0 ? [{ opcode: DeviceOp.NOP }] : job.cmds;
         // No room: a job on the ring will complete and run us again.
         if (this.host.space < cmds.length) return;

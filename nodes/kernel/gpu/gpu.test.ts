@@ -99,6 +99,21 @@ describe('gpu', () => {
     expect(done[1].result).toBe(crc32(new Uint8Array(bo.size).fill(7)));
   });
 
+  it('gpu - a job whose dependency failed is not run and carries the error, and so do jobs after it (rule 11)', async () => {
+    const { gpu } = gpuHost();
+    await gpu.host.ready(START_MS);
+    const bo = await gpuBoCreate(gpu, PAGE_SIZE);
+    await gpuBoCpuWrite(bo, 0, new Uint8Array(PAGE_SIZE).fill(1));
+    const producer = await foreignFence(bo, DmaResvUsage.WRITE);
+    const fill = await gpuBoFill(bo, 0, bo.size, 7, 1); // implicit dependency on the producer
+    const sum = await gpuBoChecksum(bo, 0, bo.size); // depends on the fill's WRITE fence
+    signalForeign(producer, -Errno.EIO);
+    const done = await withDeadline(Promise.all([fill.done, sum.done]), MS, 'jobs after a failed dependency');
+    expect(done.map((d) => d.status)).toEqual([-Errno.EIO, -Errno.EIO]);
+    expect([dmaFenceGetStatus(fill.fence), dmaFenceGetStatus(sum.fence)]).toEqual([-Errno.EIO, -Errno.EIO]);
+    expect(await gpuBoCpuRead(bo, 0, 16)).toEqual(new Uint8Array(16).fill(1)); // the fill never ran
+  });
+
   it('gpu - bad descriptors complete with errors; the GPU keeps running', async () => {
     const { gpu } = gpuHost();
     await gpu.host.ready(START_MS);
