@@ -7,6 +7,7 @@ import { Latch, withDeadline } from '../../../common/deadline.ts';
 import { EmuError, Errno } from '../../../common/errno.ts';
 import { expectCode } from '../../../test/support/expect-errno.ts';
 import { close as fdClose } from '../../uapi/dma-buf.ts';
+import { processExit } from '../../uapi/process.ts';
 import {
   O_RDWR,
   PCI_COMMAND_MASTER,
@@ -17,6 +18,7 @@ import {
   vfioDeviceOpen,
   vfioDeviceReset,
   vfioDeviceSetCommand,
+  vfioSettle,
 } from '../../uapi/vfio.ts';
 import {
   type DmaBuf,
@@ -215,6 +217,22 @@ describe('vfio revoke', () => {
     fdClose(h.proc, a.fd);
     fdClose(h.proc, b.fd);
     expect([a.buf.released, b.buf.released, h.vdev.registrations]).toEqual([true, true, 0]);
+  });
+
+  it('vfio - process exit closes the device in the background: vfioSettle waits for the revoke, then buffers are gone', async () => {
+    const h = vfioHost();
+    const { buf, priv } = await exportBar0(h);
+    const invalidated = new Latch(1, MS, 'invalidate on exit');
+    const imp = await gpuImporter(h, buf, invalidated);
+    expect(await imp.write(0, pattern(64, 1))).toBe(0);
+    await processExit(h.proc); // closes the device fd and the dma-buf fd; the importer keeps a reference
+    await invalidated.done;
+    expect(priv.revoked).toBe(true);
+    await expectCode(imp.write(0, pattern(64, 2)), 'ENODEV'); // lets go of its mapping
+    await withDeadline(vfioSettle(h.proc), MS, 'background device close');
+    expect([priv.permanent, h.vdev.openCount, h.vdev.registrations]).toEqual([true, 0, 0]);
+    await imp.close();
+    expect(buf.released).toBe(true);
   });
 });
 
