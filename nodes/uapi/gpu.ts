@@ -5,8 +5,8 @@
  * evict-on-demand knob. Every call runs as a syscall of the process.
  *
  * Per-process state (the drm_file: GEM handles and submitted jobs, per GPU) lives in a WeakMap
- * keyed by Process. gpuClose() drops it (close of the card fd); handles are not fds, so a
- * process that exits without it keeps its objects' references.
+ * keyed by Process. gpuClose() drops it (close of the card fd), and so does process exit, through
+ * the process's exit hooks.
  *
  * Errors: ENODEV (no such GPU, or removed), ENOENT (unknown handle or job), EBADF (fd not open),
  * EINVAL (a bad argument, named), ENOMEM, EBUSY (evict of a pinned object), ETIME (wait timeout).
@@ -46,7 +46,15 @@ function drmFile(proc: Process, card: string, who: string): { gpu: Gpu; file: Dr
   if (typeof card !== 'string') throw err('EINVAL', `${who}: gpu must be a GPU name`);
   const gpu = gpuLookup(proc.kernel, card);
   let perGpu = files.get(proc);
-  if (perGpu === undefined) files.set(proc, (perGpu = new Map()));
+  if (perGpu === undefined) {
+    files.set(proc, (perGpu = new Map()));
+    // Exit closes every card the process opened, dropping its GEM handles.
+    proc.atExit(() => {
+      for (const file of files.get(proc)?.values() ?? [])
+        for (const bo of file.handles.values()) if (!bo.freed) gpuBoPut(bo);
+      files.delete(proc);
+    });
+  }
   let file = perGpu.get(gpu);
   if (file === undefined)
     perGpu.set(gpu, (file = { handles: new Map(), nextHandle: 1, jobs: new Map(), nextJob: 1 }));

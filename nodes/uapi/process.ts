@@ -20,6 +20,22 @@ export class Process {
   /** Test-importer instances this process opened (id -> importer). */
   readonly importers = new Map<number, TestImporter>();
   exited = false;
+  /** Cleanups drivers registered for this process (their per-process state), run at exit. */
+  private readonly exitHooks: Array<() => void | Promise<void>> = [];
+
+  /**
+   * Register `fn` to run at process exit, like a driver's release of its open files. Hooks run
+   * in reverse order of registration, before the fd table is closed. Called by: uapi modules,
+   * once per process, when they first create state for it.
+   */
+  atExit(fn: () => void | Promise<void>): void {
+    this.exitHooks.push(fn);
+  }
+
+  /** @internal processExit() takes the hooks. */
+  _takeExitHooks(): Array<() => void | Promise<void>> {
+    return this.exitHooks.splice(0).reverse();
+  }
 
   constructor(kernel: HostKernel, name: string) {
     this.kernel = kernel;
@@ -47,6 +63,7 @@ export function syscall<T>(proc: Process, name: string, fn: () => T): T {
 export async function processExit(proc: Process): Promise<void> {
   if (!(proc instanceof Process)) throw err('EINVAL', 'processExit: proc is not a process');
   if (proc.exited) return;
+  for (const hook of proc._takeExitHooks()) await runInTask(`${proc}:exit`, hook);
   for (const imp of proc.importers.values()) await runInTask(`${proc}:exit`, () => imp.close());
   proc.importers.clear();
   proc.fdt.closeAll();

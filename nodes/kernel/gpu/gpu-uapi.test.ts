@@ -81,6 +81,18 @@ describe('gpu uapi', () => {
     await expectCode(() => gpuGemInfo(p, 'card0', h), 'ENOENT');
   });
 
+  it('gpu - uapi: process exit drops the GEM handles it never closed and their VRAM comes back', async () => {
+    const { kernel, gpu } = gpuHost({ name: 'card2' });
+    await gpu.host.ready(START_MS);
+    const p = new Process(kernel, 'leaky-app');
+    const free0 = gpu.vramAlloc.freePages;
+    await gpuGemCreate(p, 'card2', { size: 4 * PAGE_SIZE });
+    await gpuGemCreate(p, 'card2', { size: 2 * PAGE_SIZE });
+    expect(gpu.vramAlloc.freePages).toBe(free0 - 6);
+    await processExit(p); // no gpuClose: exit must release them, as closing the card would
+    expect(gpu.vramAlloc.freePages).toBe(free0);
+  });
+
   it('gpu - uapi: unknown GPU, handle, job or op and bad sizes are errors naming the argument', async () => {
     const { kernel } = gpuHost({ name: 'card1' });
     const p = new Process(kernel, 'app');
