@@ -28,6 +28,30 @@ const formats: Partial<Record<TracePoint, Fmt>> = {
   dmabufRelease: (m) => `dma-buf: release ${m.buf}`,
   iommuFault: (m) =>
     `DMAR: [DMA ${m.access === 1 ? 'Write' : 'Read'}] Request device [${m.deviceId}] fault addr 0x${Number(m.address).toString(16)} [fault reason ${m.reason}] ${m.reasonName}`,
+  gpuBoCreate: (m) => `${m.gpu}: bo ${m.bo} created, ${m.size} bytes in ${m.placement}`,
+  gpuMove: (m) => `${String(m.bo)}: move ${m.from} -> ${m.to} on the copy engine after ${m.deps} fence(s)`,
+  gpuEvict: (m) => `${String(m.bo)}: evicted (${m.pages} pages) to make room for ${m.need}`,
+  gpuPrimeAttach: (m) =>
+    `${String(m.bo)}: PRIME attach of ${m.dev}, p2pdma ${m.mapType}, peer2peer=${m.peer2peer}`,
+  vfioMap: (m) =>
+    `vfio-pci ${m.provider}: ${m.dev} maps BAR range (${m.mapType}), ${m.nents} segment(s) at ${m.first}`,
+  vfioRevoke: (m) =>
+    `vfio-pci ${m.dev}: ${m.buf} ${m.revoked ? (m.permanent ? 'revoked for good (close)' : 'revoked') : 'restored'}`,
+  vfioRevokeTimeout: (m) => `vfio-pci: revoke of ${m.buf} timed out waiting for ${m.what}`,
+  vfioCommand: (m) => `vfio-pci ${m.dev}: PCI command ${m.old} -> ${m.command}`,
+  vfioReset: (m) => `vfio-pci ${m.dev}: function level reset`,
+  rdmaMrReg: (m) =>
+    `${m.dev}: MR key 0x${Number(m.key).toString(16)} registered (${m.mode}, ${m.length} bytes${m.buf ? ` of ${m.buf}` : ''})`,
+  rdmaMrDereg: (m) => `${m.dev}: MR key 0x${Number(m.key).toString(16)} deregistered`,
+  rdmaInvalidate: (m) =>
+    `${m.dev}: MR key 0x${Number(m.key).toString(16)} invalidated${m.mode ? ` (${m.mode}): translation zapped` : `: ${m.error}`}`,
+  rdmaPageFault: (m) =>
+    `${m.dev}: ODP page fault on MR key 0x${Number(m.key).toString(16)} ${m.error ? `failed: ${m.error}` : 'resolved, access retried'}`,
+  rdmaUmemRevoke: (m) => `ib_umem_dmabuf: ${m.umem} revoked`,
+  rdmaZapTimeout: (m) =>
+    `${m.dev}: MR key 0x${Number(m.key).toString(16)}: device did not acknowledge the zap (alive=${m.alive})`,
+  rdmaQpModify: (m) => `${m.dev}: QP 0x${Number(m.qpn).toString(16)} ${m.from} -> ${m.to}`,
+  rdmaDeviceFatal: (m) => `${m.dev}: device fatal error, QPs moved to ERR`,
   fenceContractViolation: (m) =>
     `WARNING: dma-fence context ${m.context}: seqno ${m.seqno} signalled after ${m.last}`,
 };
