@@ -1,0 +1,231 @@
+/**
+ * The mlx5-style HCA's shared memory: what its driver (nodes/kernel/infiniband/mlx5/), its
+ * userspace provider (nodes/uapi/verbs.ts) and its hardware model (nodes/devices/mlx5/) agree on.
+ *
+ * One "HCA context" SharedArrayBuffer per NIC, handed to the worker by the INIT_HCA command:
+ *
+ *   [Mlx5Ctl, 64 words][QP table: MLX5_MAX_QP x 16][CQ table: MLX5_MAX_CQ x 16]
+ *   [mkey table: MLX5_MAX_MKEY x 16]
+ *
+ * plus one growable MTT SharedArrayBuffer (translation entries of every mkey), an event queue
+ * ring (EQ, device -> kernel: page faults, QP errors) and per-queue rings (SQ, RQ, CQ) made by
+ * ring-layout.ts.
+ *
+ * DOC: mkeys and translation (mlx5 mkey context + MTT, reduced)
+ * An mkey entry says who may use the key (PD, access bits), which IOVA range it covers and
+ * where its translation entries are. The translation is a list of runs (KLM-like: start page
+ * within the MR, DMA address, pages, bus flag) in the MTT SAB; XLT says whether the device may
+ * use it. The kernel writes entries and runs with plain stores and publishes with
+ * Atomics.store(STATE or XLT); the device loads STATE/XLT first.
+ *
+ * DOC: zap (UMR with MLX5_IB_UPD_XLT_ZAP, synchronous)
+ * The device announces each mkey it is about to use in ACTIVE_SRC/ACTIVE_DST (index + 1), then
+ * loads XLT/STATE, copies at most MLX5_DMA_CHUNK bytes, and bumps DMA_EPOCH. The kernel zaps by
+ * storing XLT = ZAPPED (or STATE), then loads DMA_EPOCH and the ACTIVE words and, while an
+ * ACTIVE word names the mkey, waits until DMA_EPOCH moves. With sequentially consistent Atomics
+ * the device either saw the zap, or its access was announced before the kernel looked and ends
+ * before the zap returns. So after the zap no access reaches the old translation: the exporter
+ * may then copy and free the old pages (kernel-semantics §7 rule 9).
+ */
+import { layoutCheck } from './layout.ts';
+
+export const MLX5_HCA_MAGIC = 0x4d4c5835; // 'MLX5'
+export const MLX5_HCA_VERSION = 1;
+
+export const MLX5_MAX_QP = 1024;
+export const MLX5_MAX_CQ = 1024;
+export const MLX5_MAX_MKEY = 4096;
+/** Largest piece one announced access copies before the device bumps DMA_EPOCH. */
+export const MLX5_DMA_CHUNK = 256 << 10;
+
+/** Control block: line 0 identity, line 1 the UAR doorbell, line 2 the EQ interrupt, line 3 DMA. */
+export const Mlx5Ctl = {
+  MAGIC: 0,
+  VERSION: 1,
+  /** Set by the kernel when the device died: userspace flushes in software (sw completions). */
+  FATAL: 2,
+  /** UAR doorbell (COUNT, NEED_WAKEUP): the device sleeps on it; userspace, driver, peers ring it. */
+  UAR_DB: 16,
+  UAR_DB_NEED_WAKEUP: 17,
+  /** EQ doorbell = the device's interrupt for page-fault and error events. */
+  EQ_DB: 32,
+  EQ_DB_NEED_WAKEUP: 33,
+  /** mkey index + 1 the device is reading from / writing to, 0 when none. */
+  ACTIVE_SRC: 48,
+  ACTIVE_DST: 49,
+  /** Bumped by the device after every announced access (see DOC: zap). */
+  DMA_EPOCH: 50,
+  /** Statistics (device writes): WQEs executed, page faults raised, RNR NAKs sent. */
+  STAT_WQES: 51,
+  STAT_PAGE_FAULTS: 52,
+  STAT_RNR_NAKS: 53,
+  STAT_RETRIES: 54,
+} as const;
+export const MLX5_CTL_WORDS = 64;
+layoutCheck('Mlx5Ctl', Mlx5Ctl, MLX5_CTL_WORDS, 256);
+
+/** Per-QP context (16 words at hcaQpBase(qpn)). */
+export const Mlx5QpCtx = {
+  /** IbvQpState. The kernel writes it on modify; the device writes IBV_QPS_ERR on an error. */
+  STATE: 0,
+  /** 1 once the QP exists (CREATE_QP done), 0 after DESTROY_QP. */
+  VALID: 1,
+  /** Send WQEs completed (posted positions the device has retired), for diagnostics. */
+  SQ_DONE: 2,
+} as const;
+export const MLX5_QP_CTX_WORDS = 16;
+layoutCheck('Mlx5QpCtx', Mlx5QpCtx, MLX5_QP_CTX_WORDS, 64);
+
+/** Per-CQ context (16 words at hcaCqBase(cqn)): the completion event doorbell. */
+export const Mlx5CqCtx = {
+  /** Completion doorbell (COUNT, NEED_WAKEUP): rung by the device after writing CQEs. */
+  DB: 0,
+  DB_NEED_WAKEUP: 1,
+  VALID: 2,
+} as const;
+export const MLX5_CQ_CTX_WORDS = 16;
+layoutCheck('Mlx5CqCtx', Mlx5CqCtx, MLX5_CQ_CTX_WORDS, 64);
+
+/** mkey context (16 words at hcaMkeyBase(index)). */
+export const Mlx5Mkey = {
+  /** Mlx5MkeyState; published last on create, first on destroy. */
+  STATE: 0,
+  /** The full key (index << 8 | variant) lkey/rkey must equal. */
+  KEY: 1,
+  PD: 2,
+  /** IbvAccess bits. */
+  ACCESS: 3,
+  IOVA_LO: 4,
+  IOVA_HI: 5,
+  LEN_LO: 6,
+  LEN_HI: 7,
+  /** Mlx5Xlt: may the device use the runs? */
+  XLT: 8,
+  /** Mlx5Fault: page-fault handshake of an ODP mkey. */
+  FAULT: 9,
+  /** Mlx5MkeyFlags. */
+  FLAGS: 10,
+  /** First run (entry index) in the MTT SAB, capacity and runs in use. */
+  MTT_BASE: 11,
+  MTT_CAP: 12,
+  MTT_NENT: 13,
+  /** IOVA % PAGE_SIZE: the MR's first byte within its first page. */
+  PAGE_OFF: 14,
+  /** Zaps so far (diagnostics, traces). */
+  ZAPS: 15,
+} as const;
+export const MLX5_MKEY_WORDS = 16;
+layoutCheck('Mlx5Mkey', Mlx5Mkey, MLX5_MKEY_WORDS, 64);
+
+export const Mlx5MkeyState = { FREE: 0, VALID: 1, REVOKED: 2 } as const;
+export const Mlx5Xlt = { ZAPPED: 0, PRESENT: 1 } as const;
+export const Mlx5Fault = { NONE: 0, PENDING: 1, FAILED: 2 } as const;
+/** ODP: a zapped translation raises a page fault (else an access to it is an error). */
+export const Mlx5MkeyFlags = { ODP: 1 } as const;
+
+/** One translation run in the MTT SAB (4 words). */
+export const Mlx5MttRun = {
+  /** First page of the run, counted from the MR's first page. */
+  START_PAGE: 0,
+  /** DMA address low word (page aligned) with MLX5_MTT_BUS in bit 0. */
+  DMA_LO: 1,
+  DMA_HI: 2,
+  PAGES: 3,
+} as const;
+export const MLX5_MTT_RUN_WORDS = 4;
+/** DMA_LO bit 0: the run's address is a PCI bus address (P2PDMA BUS_ADDR), not an IOVA. */
+export const MLX5_MTT_BUS = 1;
+export const MLX5_MTT_HDR_WORDS = 16;
+export const MLX5_MTT_MAX_BYTES = 256 << 20;
+
+/** Event queue entry (one 64-byte ring slot). */
+export const Mlx5Eqe = {
+  TYPE: 0,
+  MKEY_INDEX: 1,
+  QPN: 2,
+  ADDR_LO: 3,
+  ADDR_HI: 4,
+  LEN: 5,
+  /** Mlx5EqeFlags. */
+  FLAGS: 6,
+} as const;
+export const Mlx5EqeType = { PAGE_FAULT: 1, QP_ERROR: 2 } as const;
+export const Mlx5EqeFlags = { REQUESTER: 1, WRITE: 2 } as const;
+
+/** Firmware command opcodes on the device queue (model range 1..0xef). */
+export const Mlx5Cmd = {
+  INIT_HCA: 1,
+  CREATE_CQ: 2,
+  DESTROY_CQ: 3,
+  CREATE_QP: 4,
+  MODIFY_QP: 5,
+  DESTROY_QP: 6,
+} as const;
+export type Mlx5Cmd = (typeof Mlx5Cmd)[keyof typeof Mlx5Cmd];
+
+export const MLX5_HCA_WORDS =
+  MLX5_CTL_WORDS +
+  MLX5_MAX_QP * MLX5_QP_CTX_WORDS +
+  MLX5_MAX_CQ * MLX5_CQ_CTX_WORDS +
+  MLX5_MAX_MKEY * MLX5_MKEY_WORDS;
+
+/** Word index of QP `qpn`'s context. */
+export function hcaQpBase(qpn: number): number {
+  return MLX5_CTL_WORDS + qpn * MLX5_QP_CTX_WORDS;
+}
+
+/** Word index of CQ `cqn`'s context. */
+export function hcaCqBase(cqn: number): number {
+  return MLX5_CTL_WORDS + MLX5_MAX_QP * MLX5_QP_CTX_WORDS + cqn * MLX5_CQ_CTX_WORDS;
+}
+
+/** Word index of mkey `index`'s context. */
+export function hcaMkeyBase(index: number): number {
+  return (
+    MLX5_CTL_WORDS +
+    MLX5_MAX_QP * MLX5_QP_CTX_WORDS +
+    MLX5_MAX_CQ * MLX5_CQ_CTX_WORDS +
+    index * MLX5_MKEY_WORDS
+  );
+}
+
+/** mkey index of a key (lkey/rkey: index << 8 | variant). */
+export function mlx5KeyIndex(key: number): number {
+  return (key >>> 8) & 0xffffff;
+}
+
+/**
+ * Allocate a zeroed HCA context with its header published.
+ * Called by: the mlx5 driver's probe, kernel thread.
+ */
+export function hcaCreate(): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(MLX5_HCA_WORDS * 4);
+  const w = new Int32Array(sab);
+  w[Mlx5Ctl.VERSION] = MLX5_HCA_VERSION;
+  // publish the header last: a side that loads MAGIC sees the rest initialised.
+  Atomics.store(w, Mlx5Ctl.MAGIC, MLX5_HCA_MAGIC);
+  return sab;
+}
+
+/** Check an HCA context; Throws: RangeError (a setup bug). */
+export function hcaCheck(sab: SharedArrayBuffer): Int32Array {
+  if (!(sab instanceof SharedArrayBuffer) || sab.byteLength < MLX5_HCA_WORDS * 4) {
+    throw new RangeError('mlx5: sab is not an HCA context');
+  }
+  const w = new Int32Array(sab);
+  if (Atomics.load(w, Mlx5Ctl.MAGIC) !== MLX5_HCA_MAGIC || w[Mlx5Ctl.VERSION] !== MLX5_HCA_VERSION) {
+    throw new RangeError('mlx5: HCA context magic/version mismatch');
+  }
+  return w;
+}
+
+/** A growable MTT SAB: `initialRuns` runs now, up to MLX5_MTT_MAX_BYTES. */
+export function mttCreate(initialRuns = 1024): SharedArrayBuffer {
+  const bytes = (MLX5_MTT_HDR_WORDS + initialRuns * MLX5_MTT_RUN_WORDS) * 4;
+  return new SharedArrayBuffer(bytes, { maxByteLength: MLX5_MTT_MAX_BYTES });
+}
+
+/** Word index of MTT run `entry`. */
+export function mttRunBase(entry: number): number {
+  return MLX5_MTT_HDR_WORDS + entry * MLX5_MTT_RUN_WORDS;
+}
