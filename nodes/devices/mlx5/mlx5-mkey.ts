@@ -1,0 +1,332 @@
+/**
+ * The HCA's memory-key engine: checks lkeys/rkeys against the mkey table and moves message
+ * bytes through an mkey's translation runs (fabric/mlx5-layout.ts DOC: mkeys) with the device's
+ * DMA context. Every access is announced (ACTIVE_SRC/ACTIVE_DST, DMA_EPOCH, DOC: zap) in pieces
+ * of at most MLX5_DMA_CHUNK bytes, so a kernel zap or dereg waits for at most one piece.
+ *
+ * A zapped ODP mkey raises a page fault (one event queue entry per fault, FAULT = PENDING) and
+ * the access reports a fault: responders answer RNR, requesters stall until the kernel has
+ * re-mapped (XLT = PRESENT, FAULT = NONE). A fault the kernel could not resolve (FAULT =
+ * FAILED) fails the next access once, then the next access faults again.
+ *
+ * Runs in the device worker; imports only fabric/ and common/.
+ */
+import { type DmaCtx, dmaCopy, dmaRead, dmaReadBus, dmaWrite, dmaWriteBus } from '../../fabric/dma.ts';
+import { doorbellRing } from '../../fabric/doorbell.ts';
+import {
+  hcaMkeyBase,
+  MLX5_DMA_CHUNK,
+  MLX5_MAX_MKEY,
+  MLX5_MTT_BUS,
+  Mlx5Ctl,
+  Mlx5Eqe,
+  Mlx5EqeFlags,
+  Mlx5EqeType,
+  Mlx5Fault,
+  Mlx5Mkey,
+  Mlx5MkeyFlags,
+  Mlx5MkeyState,
+  Mlx5MttRun,
+  Mlx5Xlt,
+  mlx5KeyIndex,
+  mttRunBase,
+} from '../../fabric/mlx5-layout.ts';
+import { PAGE_SIZE } from '../../fabric/page.ts';
+import type { RingProducer } from '../../fabric/ring.ts';
+import { ringPutU64 } from '../../fabric/ring-layout.ts';
+
+/** Outcome of a key check or a transfer. */
+export const Xfer = {
+  OK: 0,
+  /** The source (resp. destination) mkey is faulting: retry once the kernel re-mapped it. */
+  SRC_FAULT: 1,
+  DST_FAULT: 2,
+  /** The source (resp. destination) key is invalid, revoked, out of bounds or not permitted. */
+  SRC_ERR: 3,
+  DST_ERR: 4,
+  /** The IOMMU refused a translated address (fault recorded in the IOMMU fault ring). */
+  DMA_ERR: 5,
+} as const;
+export type Xfer = (typeof Xfer)[keyof typeof Xfer];
+
+const kChunk = MLX5_DMA_CHUNK;
+const kPage = PAGE_SIZE;
+const TWO32 = 2 ** 32;
+
+/** One side's current run: DMA address, bus flag, bytes left in the run. */
+class RunPos {
+  addr = 0;
+  bus = false;
+  left = 0;
+  hint = 0;
+}
+
+export class MkeyEngine {
+  readonly hca: Int32Array;
+  readonly dma: DmaCtx;
+  private readonly mttSab: SharedArrayBuffer;
+  private mtt: Int32Array;
+  private readonly eq: RingProducer;
+  /** mkey index of the last access that reported a fault (a stalled requester watches it). */
+  faultIdx = 0;
+  private readonly s = new RunPos();
+  private readonly d = new RunPos();
+
+  constructor(hca: Int32Array, mttSab: SharedArrayBuffer, dma: DmaCtx, eq: RingProducer) {
+    this.hca = hca;
+    this.dma = dma;
+    this.mttSab = mttSab;
+    this.mtt = new Int32Array(mttSab, 0, mttSab.byteLength >> 2);
+    this.eq = eq;
+  }
+
+  /**
+   * Static check of `key` for [iova, iova + len) with `access` bits (IbvAccess; 0 for a local
+   * read) on protection domain `pd`. Returns true if usable by key, PD, bounds and permission.
+   * The translation state is checked at transfer time.
+   */
+  check(key: number, pd: number, iova: number, len: number, access: number): boolean {
+    const idx = mlx5KeyIndex(key);
+    if (idx === 0 || idx >= MLX5_MAX_MKEY) return false;
+    const h = this.hca;
+    const b = hcaMkeyBase(idx);
+    if (Atomics.load(h, b + Mlx5Mkey.STATE) !== Mlx5MkeyState.VALID) return false;
+    if (h[b + Mlx5Mkey.KEY] !== (key | 0) || h[b + Mlx5Mkey.PD] !== pd) return false;
+    if ((h[b + Mlx5Mkey.ACCESS] & access) !== access) return false;
+    const start = (h[b + Mlx5Mkey.IOVA_HI] >>> 0) * TWO32 + (h[b + Mlx5Mkey.IOVA_LO] >>> 0);
+    const size = (h[b + Mlx5Mkey.LEN_HI] >>> 0) * TWO32 + (h[b + Mlx5Mkey.LEN_LO] >>> 0);
+    return iova >= start && iova + len <= start + size;
+  }
+
+  /** Copy `len` bytes from key `sk` at `sIova` to key `dk` at `dIova` (loopback data path). */
+  mrToMr(sk: number, sIova: number, dk: number, dIova: number, len: number, qpn: number): Xfer {
+    const si = mlx5KeyIndex(sk);
+    const di = mlx5KeyIndex(dk);
+    const h = this.hca;
+    let r: Xfer = Xfer.OK;
+    for (let done = 0; done < len && r === Xfer.OK; ) {
+      const n = Math.min(kChunk, len - done);
+      Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, si + 1);
+      Atomics.store(h, Mlx5Ctl.ACTIVE_DST, di + 1);
+      r =
+        this.usable(si, sk, qpn, sIova + done, n, true, false) ||
+        this.usable(di, dk, qpn, dIova + done, n, false, true);
+      if (r === Xfer.OK) r = this.copyMr(si, sIova + done, di, dIova + done, n);
+      // the announced access is over: a waiting zap may return now.
+      Atomics.add(h, Mlx5Ctl.DMA_EPOCH, 1);
+      done += n;
+    }
+    Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, 0);
+    Atomics.store(h, Mlx5Ctl.ACTIVE_DST, 0);
+    return r;
+  }
+
+  /** Write `len` bytes of `buf` at `off` into key `dk` at `dIova` (wire receive, inline data). */
+  bytesToMr(
+    buf: Uint8Array,
+    off: number,
+    dk: number,
+    dIova: number,
+    len: number,
+    qpn: number,
+    requester: boolean,
+  ): Xfer {
+    const di = mlx5KeyIndex(dk);
+    const h = this.hca;
+    const d = this.d;
+    let r: Xfer = Xfer.OK;
+    for (let done = 0; done < len && r === Xfer.OK; ) {
+      const n = Math.min(kChunk, len - done);
+      Atomics.store(h, Mlx5Ctl.ACTIVE_DST, di + 1);
+      r = this.usable(di, dk, qpn, dIova + done, n, requester, true);
+      for (let o = 0; r === Xfer.OK && o < n; ) {
+        if (!this.runAt(di, dIova + done + o, d)) r = Xfer.DST_ERR;
+        else {
+          const m = Math.min(d.left, n - o);
+          const st = d.bus
+            ? dmaWriteBus(this.dma, d.addr, buf, off + done + o, m)
+            : dmaWrite(this.dma, d.addr, buf, off + done + o, m);
+          if (st !== 0) r = Xfer.DMA_ERR;
+          o += m;
+        }
+      }
+      Atomics.add(h, Mlx5Ctl.DMA_EPOCH, 1);
+      done += n;
+    }
+    Atomics.store(h, Mlx5Ctl.ACTIVE_DST, 0);
+    return r;
+  }
+
+  /** Read `len` bytes of key `sk` at `sIova` into `buf` at `off` (wire send, READ response). */
+  mrToBytes(
+    sk: number,
+    sIova: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    qpn: number,
+    requester: boolean,
+  ): Xfer {
+    const si = mlx5KeyIndex(sk);
+    const h = this.hca;
+    const s = this.s;
+    let r: Xfer = Xfer.OK;
+    for (let done = 0; done < len && r === Xfer.OK; ) {
+      const n = Math.min(kChunk, len - done);
+      Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, si + 1);
+      r = this.usable(si, sk, qpn, sIova + done, n, requester, false);
+      if (r === Xfer.DST_FAULT) r = Xfer.SRC_FAULT;
+      else if (r === Xfer.DST_ERR) r = Xfer.SRC_ERR;
+      for (let o = 0; r === Xfer.OK && o < n; ) {
+        if (!this.runAt(si, sIova + done + o, s)) r = Xfer.SRC_ERR;
+        else {
+          const m = Math.min(s.left, n - o);
+          const st = s.bus
+            ? dmaReadBus(this.dma, s.addr, m, buf, off + done + o)
+            : dmaRead(this.dma, s.addr, m, buf, off + done + o);
+          if (st !== 0) r = Xfer.DMA_ERR;
+          o += m;
+        }
+      }
+      Atomics.add(h, Mlx5Ctl.DMA_EPOCH, 1);
+      done += n;
+    }
+    Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, 0);
+    return r;
+  }
+
+  /** True once the page fault of mkey `idx` is no longer pending (resolved or failed). */
+  faultSettled(idx: number): boolean {
+    return Atomics.load(this.hca, hcaMkeyBase(idx) + Mlx5Mkey.FAULT) !== Mlx5Fault.PENDING;
+  }
+
+  private copyMr(si: number, sIova: number, di: number, dIova: number, n: number): Xfer {
+    const s = this.s;
+    const d = this.d;
+    for (let o = 0; o < n; ) {
+      if (!this.runAt(si, sIova + o, s)) return Xfer.SRC_ERR;
+      if (!this.runAt(di, dIova + o, d)) return Xfer.DST_ERR;
+      const m = Math.min(s.left, d.left, n - o);
+      if (dmaCopy(this.dma, s.addr, s.bus, this.dma, d.addr, d.bus, m) !== 0) return Xfer.DMA_ERR;
+      o += m;
+    }
+    return Xfer.OK;
+  }
+
+  /**
+   * Is mkey `idx` (checked earlier with `key`) usable right now? Inside an announced access
+   * only. `src` selects which fault/error value is reported. Raises the page fault of a zapped
+   * ODP mkey (once: FAULT NONE -> PENDING, one event).
+   */
+  private usable(
+    idx: number,
+    key: number,
+    qpn: number,
+    addr: number,
+    len: number,
+    requester: boolean,
+    dst: boolean,
+  ): Xfer {
+    const h = this.hca;
+    const b = hcaMkeyBase(idx);
+    const err = dst ? Xfer.DST_ERR : Xfer.SRC_ERR;
+    // STATE after the ACTIVE store: a dereg or revoke either sees our announcement or we see it.
+    if (Atomics.load(h, b + Mlx5Mkey.STATE) !== Mlx5MkeyState.VALID || h[b + Mlx5Mkey.KEY] !== (key | 0))
+      return err;
+    if (Atomics.load(h, b + Mlx5Mkey.XLT) === Mlx5Xlt.PRESENT) return Xfer.OK;
+    if ((h[b + Mlx5Mkey.FLAGS] & Mlx5MkeyFlags.ODP) === 0) return err;
+    const f = Atomics.load(h, b + Mlx5Mkey.FAULT);
+    if (f === Mlx5Fault.FAILED) {
+      // the kernel could not map it: fail this access, let the next one fault again.
+      Atomics.compareExchange(h, b + Mlx5Mkey.FAULT, Mlx5Fault.FAILED, Mlx5Fault.NONE);
+      return err;
+    }
+    if (f === Mlx5Fault.NONE) this.raiseFault(idx, qpn, addr, len, requester, dst);
+    this.faultIdx = idx;
+    return dst ? Xfer.DST_FAULT : Xfer.SRC_FAULT;
+  }
+
+  private raiseFault(
+    idx: number,
+    qpn: number,
+    addr: number,
+    len: number,
+    requester: boolean,
+    write: boolean,
+  ): void {
+    const eq = this.eq;
+    const s = eq.claim();
+    if (s < 0) return; // EQ full: the next access raises it again
+    const h = this.hca;
+    if (
+      Atomics.compareExchange(h, hcaMkeyBase(idx) + Mlx5Mkey.FAULT, Mlx5Fault.NONE, Mlx5Fault.PENDING) !==
+      Mlx5Fault.NONE
+    )
+      return;
+    const w = eq.words;
+    w[s + Mlx5Eqe.TYPE] = Mlx5EqeType.PAGE_FAULT;
+    w[s + Mlx5Eqe.MKEY_INDEX] = idx;
+    w[s + Mlx5Eqe.QPN] = qpn;
+    ringPutU64(w, s + Mlx5Eqe.ADDR_LO, addr);
+    w[s + Mlx5Eqe.LEN] = len;
+    w[s + Mlx5Eqe.FLAGS] = (requester ? Mlx5EqeFlags.REQUESTER : 0) | (write ? Mlx5EqeFlags.WRITE : 0);
+    eq.commit();
+    eq.flush();
+    Atomics.add(h, Mlx5Ctl.STAT_PAGE_FAULTS, 1);
+    // the interrupt: the EQE above is published before it.
+    doorbellRing(h, Mlx5Ctl.EQ_DB);
+  }
+
+  /** Point `p` at the run holding MR address `iova` of mkey `idx`; false if no run covers it. */
+  private runAt(idx: number, iova: number, p: RunPos): boolean {
+    const h = this.hca;
+    const b = hcaMkeyBase(idx);
+    const start = (h[b + Mlx5Mkey.IOVA_HI] >>> 0) * TWO32 + (h[b + Mlx5Mkey.IOVA_LO] >>> 0);
+    const pos = h[b + Mlx5Mkey.PAGE_OFF] + (iova - start);
+    const page = Math.floor(pos / kPage);
+    const base = h[b + Mlx5Mkey.MTT_BASE];
+    const nent = h[b + Mlx5Mkey.MTT_NENT];
+    let w = this.mtt;
+    if (mttRunBase(base + nent) > w.length) {
+      // the kernel grew the MTT since this view was made (slow path, once per growth).
+      w = this.mtt = new Int32Array(this.mttSab, 0, this.mttSab.byteLength >> 2);
+      if (mttRunBase(base + nent) > w.length) return false;
+    }
+    // sequential access: the run of the last lookup, or the one after it; else binary search.
+    let i = p.hint < nent ? p.hint : 0;
+    if (!this.runHas(w, base + i, page)) {
+      if (i + 1 < nent && this.runHas(w, base + i + 1, page)) i++;
+      else i = this.runSearch(w, base, nent, page);
+      if (i < 0) return false;
+    }
+    p.hint = i;
+    const r = mttRunBase(base + i);
+    const lo = w[r + Mlx5MttRun.DMA_LO];
+    const runStart = w[r + Mlx5MttRun.START_PAGE];
+    const dmaBase = (w[r + Mlx5MttRun.DMA_HI] >>> 0) * TWO32 + ((lo & ~(kPage - 1)) >>> 0);
+    p.bus = (lo & MLX5_MTT_BUS) !== 0;
+    p.addr = dmaBase + (pos - runStart * kPage);
+    p.left = (runStart + w[r + Mlx5MttRun.PAGES]) * kPage - pos;
+    return true;
+  }
+
+  private runSearch(w: Int32Array, base: number, nent: number, page: number): number {
+    let lo = 0;
+    let hi = nent - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const r = mttRunBase(base + mid);
+      const rs = w[r + Mlx5MttRun.START_PAGE];
+      if (page < rs) hi = mid - 1;
+      else if (page >= rs + w[r + Mlx5MttRun.PAGES]) lo = mid + 1;
+      else return mid;
+    }
+    return -1;
+  }
+
+  private runHas(w: Int32Array, entry: number, page: number): boolean {
+    const r = mttRunBase(entry);
+    const rs = w[r + Mlx5MttRun.START_PAGE];
+    return page >= rs && page < rs + w[r + Mlx5MttRun.PAGES];
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * Queue pairs and completion queues as the HCA holds them: the QP context (state, attributes,
+ * requester and responder progress), its SQ/RQ rings (read ahead, retired in order, see
+ * fabric/mlx5-wqe.ts) and the CQ rings the device produces completions into.
+ *
+ * Runs in the device worker; imports only fabric/ and common/.
+ */
+import { doorbellRing } from '../../fabric/doorbell.ts';
+import { IbvQpState, IbvWcOpcode, IbvWcStatus, IbvWrOpcode } from '../../fabric/mlx5-ib-abi.ts';
+import { hcaCqBase, hcaQpBase, Mlx5CqCtx, Mlx5QpCtx } from '../../fabric/mlx5-layout.ts';
+import { cqeWrite, RecvWqe, SendWqe, wqPeekAt, wqRetire } from '../../fabric/mlx5-wqe.ts';
+import { RingProducer } from '../../fabric/ring.ts';
+import { ringCheck, ringGetU64 } from '../../fabric/ring-layout.ts';
+import type { WireLink } from '../../fabric/wire.ts';
+
+/** QP attributes as MODIFY_QP delivers them (the kernel keeps the full set and sends it all). */
+export interface QpAttrs {
+  state: number;
+  accessFlags: number;
+  destQpn: number;
+  rqPsn: number;
+  sqPsn: number;
+  /** Encoded min_rnr_timer (what this QP, as responder, asks requesters to wait). */
+  minRnrTimer: number;
+  /** Encoded local ACK timeout. */
+  timeout: number;
+  retryCnt: number;
+  rnrRetry: number;
+  maxRdAtomic: number;
+}
+
+/** A completion queue: the device is its only producer. */
+export class CqHw {
+  readonly cqn: number;
+  readonly ring: RingProducer;
+  private readonly hca: Int32Array;
+  private dirty = false;
+
+  constructor(cqn: number, ring: SharedArrayBuffer, hca: Int32Array) {
+    this.cqn = cqn;
+    this.ring = new RingProducer(ring);
+    this.hca = hca;
+  }
+
+  /** True if one more CQE fits (claim() is idempotent until commit). */
+  hasSpace(): boolean {
+    return this.ring.claim() >= 0;
+  }
+
+  /** Write one CQE; false if the CQ is full (nothing written). */
+  post(
+    wrId: number,
+    status: number,
+    opcode: number,
+    byteLen: number,
+    imm: number,
+    qpn: number,
+    flags: number,
+  ): boolean {
+    const s = this.ring.claim();
+    if (s < 0) return false;
+    cqeWrite(this.ring.words, s, wrId, status, opcode, byteLen, imm, qpn, flags);
+    this.ring.commit();
+    this.dirty = true;
+    return true;
+  }
+
+  /** Completion event: publish HEAD and ring the CQ's doorbell once per batch. */
+  notify(): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    this.ring.flush();
+    doorbellRing(this.hca, hcaCqBase(this.cqn) + Mlx5CqCtx.DB);
+  }
+}
+
+/** The local peer of a loopback QP, or the link of a remote one. */
+export type QpPeer = { kind: 'local' } | { kind: 'wire'; link: WireLink & { maxPayload: number } };
+
+export class QpHw {
+  readonly qpn: number;
+  readonly pd: number;
+  readonly sq: Int32Array;
+  readonly sqMask: number;
+  readonly rq: Int32Array;
+  readonly rqMask: number;
+  readonly sendCq: CqHw;
+  readonly recvCq: CqHw;
+  private readonly hca: Int32Array;
+  attrs: QpAttrs;
+  peer: QpPeer | null = null;
+  // requester: first SQ position not retired / next to start; the retry clock.
+  sqTail = 0;
+  sqNext = 0;
+  /** Bytes of the WQE at sqNext already sent (wire segmentation). */
+  segOff = 0;
+  retryAt = 0;
+  rnrCount = 0;
+  retryCount = 0;
+  lastProgress = 0;
+  /** Set while a local page fault stalls the requester (cleared by the next attempt). */
+  stalled = false;
+  /** mkey index whose page fault stalls the requester. */
+  stallIdx = 0;
+  // wire requester: PSNs
+  npsn = 0;
+  ackedPsn = -1;
+  outReads = 0;
+  /** SQ position of a WQE that must complete with pendingStatus when it reaches the tail. */
+  pendingErr = -1;
+  pendingStatus = 0;
+  readonly wqeFirstPsn: Float64Array;
+  readonly wqeLastPsn: Float64Array;
+  /** Response bytes received for an outstanding READ. */
+  readonly wqeReadGot: Float64Array;
+  // responder
+  rqTail = 0;
+  epsn = 0;
+  /** A multi-segment SEND/WRITE_IMM in progress holds the RQ WQE at rqTail. */
+  recvBusy = false;
+  /** READ responses still to send: READ request PSN, next response offset. */
+  readPsn = -1;
+  readOff = 0;
+  readLen = 0;
+  readAddr = 0;
+  readKey = 0;
+  /** The READ being answered is a duplicate: epsn does not move when it is done. */
+  readDup = false;
+  ackPending = -1;
+
+  constructor(
+    qpn: number,
+    pd: number,
+    sq: SharedArrayBuffer,
+    rq: SharedArrayBuffer,
+    sendCq: CqHw,
+    recvCq: CqHw,
+    hca: Int32Array,
+  ) {
+    this.qpn = qpn;
+    this.pd = pd;
+    const sqSlots = ringCheck(sq);
+    this.sq = new Int32Array(sq);
+    this.sqMask = sqSlots - 1;
+    this.rq = new Int32Array(rq);
+    this.rqMask = ringCheck(rq) - 1;
+    this.sendCq = sendCq;
+    this.recvCq = recvCq;
+    this.hca = hca;
+    this.wqeFirstPsn = new Float64Array(sqSlots);
+    this.wqeLastPsn = new Float64Array(sqSlots);
+    this.wqeReadGot = new Float64Array(sqSlots);
+    this.attrs = {
+      state: IbvQpState.IBV_QPS_RESET,
+      accessFlags: 0,
+      destQpn: 0,
+      rqPsn: 0,
+      sqPsn: 0,
+      minRnrTimer: 0,
+      timeout: 0,
+      retryCnt: 0,
+      rnrRetry: 0,
+      maxRdAtomic: 1,
+    };
+    this.publishState(IbvQpState.IBV_QPS_RESET);
+  }
+
+  get state(): number {
+    return this.attrs.state;
+  }
+
+  /** Store the state where userspace and the kernel read it. */
+  publishState(state: number): void {
+    this.attrs.state = state;
+    Atomics.store(this.hca, hcaQpBase(this.qpn) + Mlx5QpCtx.STATE, state);
+  }
+
+  /** Move to the error state (an error completion or a fatal NAK): everything left is flushed. */
+  toError(): void {
+    if (this.attrs.state === IbvQpState.IBV_QPS_ERR) return;
+    this.publishState(IbvQpState.IBV_QPS_ERR);
+    // nothing in flight survives: the flush below retires from sqTail.
+    this.sqNext = this.sqTail;
+    this.segOff = 0;
+    this.readPsn = -1;
+    this.recvBusy = false;
+    this.outReads = 0;
+    this.pendingErr = -1;
+  }
+
+  /** Send WQE slot at position `pos`, or -1 if nothing is posted there. */
+  sqAt(pos: number): number {
+    return wqPeekAt(this.sq, this.sqMask, pos);
+  }
+
+  /** Receive WQE slot at rqTail, or -1. */
+  rqHead(): number {
+    return wqPeekAt(this.rq, this.rqMask, this.rqTail);
+  }
+
+  /** Retire the send WQE at sqTail. */
+  sqRetire(): void {
+    this.sqTail = (this.sqTail + 1) | 0;
+    if (this.sqNext === ((this.sqTail - 1) | 0)) this.sqNext = this.sqTail;
+    wqRetire(this.sq, this.sqTail);
+    Atomics.store(this.hca, hcaQpBase(this.qpn) + Mlx5QpCtx.SQ_DONE, this.sqTail);
+  }
+
+  /** Retire the receive WQE at rqTail. */
+  rqRetire(): void {
+    this.rqTail = (this.rqTail + 1) | 0;
+    wqRetire(this.rq, this.rqTail);
+  }
+
+  /**
+   * Complete the send WQE at sqTail with `status` (a CQE if signaled or failed) and retire it.
+   * False when the CQ is full (nothing done).
+   */
+  completeSend(base: number, status: number, byteLen: number): boolean {
+    const w = this.sq;
+    const signaled = (w[base + SendWqe.FLAGS] & 2) !== 0; // IBV_SEND_SIGNALED
+    if (signaled || status !== IbvWcStatus.IBV_WC_SUCCESS) {
+      const wc = wcOpcodeOf(w[base + SendWqe.OPCODE]);
+      if (!this.sendCq.post(ringGetU64(w, base + SendWqe.WRID_LO), status, wc, byteLen, 0, this.qpn, 0)) {
+        return false;
+      }
+    }
+    this.sqRetire();
+    return true;
+  }
+
+  /**
+   * Flush (IBV_WC_WR_FLUSH_ERR) every posted send and receive WQE, as far as the CQs have room.
+   * Called by: the HCA loop while the QP is in the error state. Returns WQEs flushed.
+   */
+  flush(): number {
+    let n = 0;
+    const flushErr = IbvWcStatus.IBV_WC_WR_FLUSH_ERR;
+    for (let b = this.sqAt(this.sqTail); b >= 0; b = this.sqAt(this.sqTail)) {
+      const wc = wcOpcodeOf(this.sq[b + SendWqe.OPCODE]);
+      if (!this.sendCq.post(ringGetU64(this.sq, b + SendWqe.WRID_LO), flushErr, wc, 0, 0, this.qpn, 0)) break;
+      this.sqRetire();
+      n++;
+    }
+    for (let b = this.rqHead(); b >= 0; b = this.rqHead()) {
+      const id = ringGetU64(this.rq, b + RecvWqe.WRID_LO);
+      if (!this.recvCq.post(id, flushErr, IbvWcOpcode.IBV_WC_RECV, 0, 0, this.qpn, 0)) break;
+      this.rqRetire();
+      n++;
+    }
+    this.sqNext = this.sqTail;
+    return n;
+  }
+
+  /** RESET: drop every posted WQE without a completion and forget all progress. */
+  reset(): void {
+    while (this.sqAt(this.sqTail) >= 0) this.sqRetire();
+    while (this.rqHead() >= 0) this.rqRetire();
+    this.sqNext = this.sqTail;
+    this.segOff = 0;
+    this.retryAt = 0;
+    this.rnrCount = 0;
+    this.retryCount = 0;
+    this.stalled = false;
+    this.outReads = 0;
+    this.readPsn = -1;
+    this.recvBusy = false;
+    this.ackPending = -1;
+    this.pendingErr = -1;
+    this.peer = null;
+  }
+}
+
+/** The ibv_wc_opcode of a send WQE's ibv_wr_opcode. */
+export function wcOpcodeOf(wr: number): number {
+  switch (wr) {
+    case IbvWrOpcode.IBV_WR_RDMA_WRITE:
+    case IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM:
+      return IbvWcOpcode.IBV_WC_RDMA_WRITE;
+    case IbvWrOpcode.IBV_WR_RDMA_READ:
+      return IbvWcOpcode.IBV_WC_RDMA_READ;
+    case IbvWrOpcode.IBV_WR_ATOMIC_CMP_AND_SWP:
+      return IbvWcOpcode.IBV_WC_COMP_SWAP;
+    case IbvWrOpcode.IBV_WR_ATOMIC_FETCH_AND_ADD:
+      return IbvWcOpcode.IBV_WC_FETCH_ADD;
+    default:
+      return IbvWcOpcode.IBV_WC_SEND;
+  }
+}
