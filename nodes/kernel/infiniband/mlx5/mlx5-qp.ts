@@ -1,0 +1,130 @@
+/**
+ * mlx5_ib CQs and QPs (cq.c, qp.c, reduced): allocate the rings userspace and the device share,
+ * and tell the device with CREATE/MODIFY/DESTROY firmware commands. The QP's state word lives
+ * in the HCA context: the device publishes every transition it makes (including its own move to
+ * IBV_QPS_ERR after an error completion), so the kernel and userspace read the same state.
+ *
+ * Thread: kernel.
+ */
+import { err } from '../../../../common/errno.ts';
+import { trace } from '../../../../common/trace.ts';
+import { IbvQpState } from '../../../fabric/mlx5-ib-abi.ts';
+import { hcaQpBase, MLX5_MAX_CQ, MLX5_MAX_QP, Mlx5Cmd, Mlx5QpCtx } from '../../../fabric/mlx5-layout.ts';
+import { ringCreate } from '../../../fabric/ring-layout.ts';
+import { IbCq, type IbDevice, type IbPd, IbQp } from '../ib-core.ts';
+import { ibFabricConnect, ibFabricDisconnect } from '../ib-fabric.ts';
+import type { Mlx5Dev } from './mlx5-ib.ts';
+
+/** Largest ring the HCA takes for an SQ, RQ or CQ. */
+export const MLX5_MAX_WQ = 1 << 15;
+
+/** Slots for `n` entries: the next power of two, at least 2. */
+export function ringSlotsFor(n: number): number {
+  return Math.max(2, 2 ** Math.ceil(Math.log2(Math.max(1, n))));
+}
+
+function allocNumber(d: Mlx5Dev, kind: 'cq' | 'qp'): number {
+  const max = kind === 'cq' ? MLX5_MAX_CQ : MLX5_MAX_QP;
+  const lo = kind === 'cq' ? 1 : 2;
+  const used = kind === 'cq' ? d.cqns : d.qpns;
+  for (let i = 0; i < max - lo; i++) {
+    const n = lo + (((kind === 'cq' ? d.nextCqn : d.nextQpn) - lo + i) % (max - lo));
+    if (!used.has(n)) {
+      used.add(n);
+      if (kind === 'cq') d.nextCqn = n + 1;
+      else d.nextQpn = n + 1;
+      return n;
+    }
+  }
+  throw err('ENOMEM', `${d.name}: no free ${kind === 'cq' ? 'CQ' : 'QP'} number`);
+}
+
+/** mlx5_ib_create_cq. Throws: ENOMEM (no CQN), the command's errors. */
+export async function mlx5CreateCq(d: Mlx5Dev, ib: IbDevice, cqe: number): Promise<IbCq> {
+  const cqn = allocNumber(d, 'cq');
+  const ring = ringCreate(ringSlotsFor(cqe));
+  try {
+    await d.cmd(Mlx5Cmd.CREATE_CQ, { kind: 'cq', cqn, ring });
+  } catch (e) {
+    d.cqns.delete(cqn);
+    throw e;
+  }
+  return new IbCq(ib, cqn, ring, cqe);
+}
+
+/** mlx5_ib_destroy_cq. A dead device has nothing to tell. */
+export async function mlx5DestroyCq(d: Mlx5Dev, cq: IbCq): Promise<void> {
+  if (d.alive) await d.cmd(Mlx5Cmd.DESTROY_CQ, undefined, cq.cqn);
+  d.cqns.delete(cq.cqn);
+}
+
+/** mlx5_ib_create_qp (RC). Throws: ENOMEM (no QPN), the command's errors. */
+export async function mlx5CreateQp(
+  d: Mlx5Dev,
+  pd: IbPd,
+  init: { send: IbCq; recv: IbCq; cap: IbQp['cap'] },
+): Promise<IbQp> {
+  const qpn = allocNumber(d, 'qp');
+  const sq = ringCreate(ringSlotsFor(init.cap.max_send_wr));
+  const rq = ringCreate(ringSlotsFor(init.cap.max_recv_wr));
+  try {
+    await d.cmd(Mlx5Cmd.CREATE_QP, {
+      kind: 'qp',
+      qpn,
+      pd: pd.pdn,
+      sq,
+      rq,
+      sendCqn: init.send.cqn,
+      recvCqn: init.recv.cqn,
+    });
+  } catch (e) {
+    d.qpns.delete(qpn);
+    throw e;
+  }
+  return new IbQp(pd.dev, qpn, pd, init, { sq, rq }, init.cap);
+}
+
+/** The QP state as the device published it. */
+export function mlx5QpState(d: Mlx5Dev, qp: IbQp): number {
+  if (qp.dead) return IbvQpState.IBV_QPS_RESET;
+  return Atomics.load(d.hca, hcaQpBase(qp.qpn) + Mlx5QpCtx.STATE);
+}
+
+/**
+ * mlx5_ib_modify_qp: send qp.attr (validated and merged by the ib core) to the device. Entering
+ * RTR resolves the path to the destination (loopback or a wire link, ib-fabric.ts).
+ */
+export async function mlx5ModifyQp(d: Mlx5Dev, qp: IbQp, prev: number): Promise<void> {
+  const a = qp.attr;
+  const next = a.qp_state;
+  let peer: unknown = null;
+  if (next === IbvQpState.IBV_QPS_RTR && prev !== IbvQpState.IBV_QPS_RTR) {
+    peer = ibFabricConnect(d.kernel, d.lid, qp.qpn, a.ah_attr.dlid, a.dest_qp_num);
+  }
+  if (next === IbvQpState.IBV_QPS_RESET) ibFabricDisconnect(d.kernel, d.lid, qp.qpn);
+  await d.cmd(Mlx5Cmd.MODIFY_QP, {
+    kind: 'modify',
+    qpn: qp.qpn,
+    peer,
+    attrs: {
+      state: next,
+      accessFlags: a.qp_access_flags,
+      destQpn: a.dest_qp_num,
+      rqPsn: a.rq_psn,
+      sqPsn: a.sq_psn,
+      minRnrTimer: a.min_rnr_timer,
+      timeout: a.timeout,
+      retryCnt: a.retry_cnt,
+      rnrRetry: a.rnr_retry,
+      maxRdAtomic: a.max_rd_atomic,
+    },
+  });
+  trace('rdmaQpModify', () => ({ dev: d.name, qpn: qp.qpn, from: prev, to: next }));
+}
+
+/** mlx5_ib_destroy_qp: outstanding work requests are dropped without completions. */
+export async function mlx5DestroyQp(d: Mlx5Dev, qp: IbQp): Promise<void> {
+  ibFabricDisconnect(d.kernel, d.lid, qp.qpn);
+  if (d.alive) await d.cmd(Mlx5Cmd.DESTROY_QP, undefined, qp.qpn);
+  d.qpns.delete(qp.qpn);
+}
