@@ -1,0 +1,636 @@
+/**
+ * The verbs uapi (libibverbs + the libmlx5 provider): what userspace calls to use an RDMA HCA.
+ *
+ * Control path (open, PD, CQ, QP, modify, MR registration, destroy) goes through syscall() into
+ * the ib core (nodes/kernel/infiniband/ib-verbs.ts); calls that wait for the device's firmware
+ * return promises. The data path is kernel bypass, as with mlx5: ibvPostSend/ibvPostRecv write
+ * WQEs into the QP's rings and ring the UAR doorbell once per call, and ibvPollCq reads CQEs
+ * from the CQ ring (fabric/mlx5-wqe.ts). None of them enters the kernel.
+ *
+ * Objects are per process (a WeakMap keyed by the Process); ibvCloseDevice destroys what the
+ * context still owns. User memory for ibvRegMr comes from mmapAnonymous (the emulator has no
+ * process address space yet): it returns the mapping's address and a CPU view of its bytes.
+ *
+ * Errors: EmuError with an errno naming the argument (EINVAL), ENODEV (device gone), ENOMEM
+ * (work queue full, as ibv_post_send returns it), EFAULT (address not mapped), EBUSY (in use),
+ * EOPNOTSUPP. A post that fails part-way has posted the work requests before the bad one
+ * (ibverbs' bad_wr): the error's message names `wr[i]` and `badWr` carries i.
+ */
+import { err } from '../../common/errno.ts';
+import { doorbellRead, doorbellRing } from '../fabric/doorbell.ts';
+import { IbvQpState, IbvSendFlags, IbvWcOpcode, IbvWcStatus, IbvWrOpcode } from '../fabric/mlx5-ib-abi.ts';
+import { hcaCqBase, Mlx5CqCtx, Mlx5Ctl } from '../fabric/mlx5-layout.ts';
+import {
+  type IbvWc,
+  MLX5_MAX_INLINE,
+  RecvWqe,
+  SEND_WQE_INLINE,
+  SendWqe,
+  cqeRead,
+  wqPeekAt,
+  wqRetire,
+  wqTail,
+} from '../fabric/mlx5-wqe.ts';
+import { RingConsumer, RingProducer } from '../fabric/ring.ts';
+import { ringGetU64, ringPutU64 } from '../fabric/ring-layout.ts';
+import { dmaBufGet } from '../kernel/dma-buf/dma-buf-file.ts';
+import { dmaBufPut } from '../kernel/dma-buf/dma-buf.ts';
+import {
+  type IbCq,
+  type IbDevice,
+  type IbDeviceAttr,
+  ibDevices,
+  type IbMr,
+  IbMrMode,
+  type IbPd,
+  type IbPortAttr,
+  type IbQp,
+  type IbQpAttr,
+} from '../kernel/infiniband/ib-core.ts';
+import {
+  ibAllocPd,
+  ibCreateCq,
+  ibCreateQp,
+  ibDeallocPd,
+  ibDeregMr,
+  ibDestroyCq,
+  ibDestroyQp,
+  ibModifyQp,
+  ibRegDmabufMr,
+  ibRegUserMr,
+} from '../kernel/infiniband/ib-verbs.ts';
+import { type UserPages, userPagesAlloc, userPagesFree } from '../kernel/infiniband/umem.ts';
+import { type Process, syscall } from './process.ts';
+
+export * from '../fabric/mlx5-ib-abi.ts';
+export type { IbvWc } from '../fabric/mlx5-wqe.ts';
+export type { IbQpAttr as IbvQpAttr } from '../kernel/infiniband/ib-core.ts';
+
+/** mlx5dv_reg_dmabuf_mr access: DATA_DIRECT pins (not revocable); PINNED_REVOCABLE is p2pemu's 2026 pinned-revocable path. */
+export const Mlx5dvRegDmabufAccess = {
+  MLX5DV_REG_DMABUF_ACCESS_DATA_DIRECT: 1,
+  P2PEMU_PINNED_REVOCABLE: 2,
+} as const;
+
+export interface IbvContext {
+  readonly proc: Process;
+  readonly device: IbDevice;
+  readonly hca: Int32Array;
+  readonly objs: Set<IbvPd | IbvCq | IbvQp | IbvMr>;
+  closed: boolean;
+}
+export interface IbvPd {
+  readonly context: IbvContext;
+  readonly pd: IbPd;
+}
+export interface IbvCq {
+  readonly context: IbvContext;
+  readonly cq: IbCq;
+  readonly ring: RingConsumer;
+  /** QPs that complete into this CQ (for software flushes after a fatal error). */
+  readonly qps: Set<IbvQp>;
+}
+export interface IbvQp {
+  readonly context: IbvContext;
+  readonly pd: IbvPd;
+  readonly qp: IbQp;
+  readonly qp_num: number;
+  readonly send_cq: IbvCq;
+  readonly recv_cq: IbvCq;
+  readonly sq: RingProducer;
+  readonly rq: RingProducer;
+}
+export interface IbvMr {
+  readonly context: IbvContext;
+  readonly pd: IbvPd;
+  readonly mr: IbMr;
+  readonly lkey: number;
+  readonly rkey: number;
+  /** The MR's IOVA (ibv_mr.addr). */
+  readonly addr: number;
+  readonly length: number;
+}
+/** struct ibv_sge. */
+export interface IbvSge {
+  addr: number;
+  length: number;
+  lkey: number;
+}
+/** struct ibv_send_wr (one element; pass arrays for a list). */
+export interface IbvSendWr {
+  wr_id: number;
+  opcode: number;
+  send_flags?: number;
+  sg_list?: IbvSge[];
+  imm_data?: number;
+  wr?: { rdma?: { remote_addr: number; rkey: number } };
+}
+/** struct ibv_recv_wr. */
+export interface IbvRecvWr {
+  wr_id: number;
+  sg_list?: IbvSge[];
+}
+/** Anonymous user memory (mmapAnonymous). */
+export interface UserMem {
+  readonly addr: number;
+  readonly length: number;
+  /** The CPU's view of the mapping. */
+  readonly bytes: Uint8Array;
+}
+
+interface ProcVerbs {
+  contexts: Set<IbvContext>;
+  maps: Map<number, UserPages>;
+}
+const procs = new WeakMap<Process, ProcVerbs>();
+
+function state(proc: Process): ProcVerbs {
+  let s = procs.get(proc);
+  if (!s) procs.set(proc, (s = { contexts: new Set(), maps: new Map() }));
+  return s;
+}
+
+function live(fn: string, ctx: IbvContext): void {
+  if (!ctx || typeof ctx !== 'object' || !ctx.device)
+    throw err('EINVAL', `${fn}: context is not an ibv_context`);
+  if (ctx.closed) throw err('EINVAL', `${fn}: context was closed`);
+  if (ctx.proc.exited) throw err('ESRCH', `${fn}: process ${ctx.proc} has exited`);
+}
+
+/** ibv_get_device_list: names of the host's RDMA devices. */
+export function ibvGetDeviceList(proc: Process): string[] {
+  return syscall(proc, 'ibv_get_device_list', () => ibDevices(proc.kernel).map((d) => d.name));
+}
+
+/** ibv_open_device by name. Throws: ENODEV naming the device. */
+export function ibvOpenDevice(proc: Process, name: string): IbvContext {
+  return syscall(proc, 'ibv_open_device', () => {
+    const device = ibDevices(proc.kernel).find((d) => d.name === name);
+    if (!device) throw err('ENODEV', `ibv_open_device: no RDMA device named ${JSON.stringify(name)}`);
+    const ctx: IbvContext = { proc, device, hca: new Int32Array(device.uar), objs: new Set(), closed: false };
+    state(proc).contexts.add(ctx);
+    return ctx;
+  });
+}
+
+/** ibv_close_device: destroys every QP, MR, CQ and PD the context still owns, then closes it. */
+export async function ibvCloseDevice(ctx: IbvContext): Promise<void> {
+  if (!ctx || ctx.closed) return;
+  const objs = [...ctx.objs];
+  const order = [objs.filter(isQp), objs.filter(isMr), objs.filter(isCq), objs.filter(isPd)];
+  await syscall(ctx.proc, 'ibv_close_device', async () => {
+    for (const q of order[0]) await ibDestroyQp((q as IbvQp).qp);
+    for (const m of order[1]) await ibDeregMr((m as IbvMr).mr);
+    for (const c of order[2]) await ibDestroyCq((c as IbvCq).cq);
+    for (const p of order[3]) ibDeallocPd((p as IbvPd).pd);
+  });
+  ctx.objs.clear();
+  ctx.closed = true;
+  state(ctx.proc).contexts.delete(ctx);
+}
+const isQp = (o: object): boolean => 'qp_num' in o;
+const isMr = (o: object): boolean => 'lkey' in o;
+const isCq = (o: object): boolean => 'ring' in o;
+const isPd = (o: object): boolean => !isQp(o) && !isMr(o) && !isCq(o);
+
+/** ibv_query_device. */
+export function ibvQueryDevice(ctx: IbvContext): IbDeviceAttr {
+  live('ibv_query_device', ctx);
+  return ctx.device.ops.queryDevice();
+}
+
+/** ibv_query_port (port 1 only). Throws: EINVAL naming port_num. */
+export function ibvQueryPort(ctx: IbvContext, port: number): IbPortAttr {
+  live('ibv_query_port', ctx);
+  if (port !== 1) throw err('EINVAL', `ibv_query_port: port_num ${port} (the HCA has port 1)`);
+  return ctx.device.ops.queryPort();
+}
+
+/** ibv_alloc_pd. */
+export function ibvAllocPd(ctx: IbvContext): IbvPd {
+  live('ibv_alloc_pd', ctx);
+  const pd: IbvPd = { context: ctx, pd: syscall(ctx.proc, 'ibv_alloc_pd', () => ibAllocPd(ctx.device)) };
+  ctx.objs.add(pd);
+  return pd;
+}
+
+/** ibv_dealloc_pd. Throws: EBUSY while QPs or MRs use it. */
+export function ibvDeallocPd(pd: IbvPd): void {
+  syscall(pd.context.proc, 'ibv_dealloc_pd', () => ibDeallocPd(pd.pd));
+  pd.context.objs.delete(pd);
+}
+
+/** ibv_create_cq with at least `cqe` entries. */
+export async function ibvCreateCq(ctx: IbvContext, cqe: number): Promise<IbvCq> {
+  live('ibv_create_cq', ctx);
+  const cq = await syscall(ctx.proc, 'ibv_create_cq', () => ibCreateCq(ctx.device, cqe));
+  const o: IbvCq = { context: ctx, cq, ring: new RingConsumer(cq.ring), qps: new Set() };
+  ctx.objs.add(o);
+  return o;
+}
+
+/** ibv_destroy_cq. Throws: EBUSY while a QP uses it. */
+export async function ibvDestroyCq(cq: IbvCq): Promise<void> {
+  await syscall(cq.context.proc, 'ibv_destroy_cq', () => ibDestroyCq(cq.cq));
+  cq.context.objs.delete(cq);
+}
+
+/** struct ibv_qp_init_attr. */
+export interface IbvQpInitAttr {
+  send_cq: IbvCq;
+  recv_cq: IbvCq;
+  qp_type: number;
+  cap: {
+    max_send_wr: number;
+    max_recv_wr: number;
+    max_send_sge?: number;
+    max_recv_sge?: number;
+    max_inline_data?: number;
+  };
+}
+
+/** ibv_create_qp (RC). The QP starts in IBV_QPS_RESET. */
+export async function ibvCreateQp(pd: IbvPd, init: IbvQpInitAttr): Promise<IbvQp> {
+  live('ibv_create_qp', pd.context);
+  if (!init || typeof init !== 'object') throw err('EINVAL', 'ibv_create_qp: init_attr missing');
+  const cqOf = (c: IbvCq, k: string) => {
+    if (!c || typeof c !== 'object' || !c.cq)
+      throw err('EINVAL', `ibv_create_qp: init_attr.${k} is not a CQ`);
+    return c.cq;
+  };
+  const qp = await syscall(pd.context.proc, 'ibv_create_qp', () =>
+    ibCreateQp(pd.pd, {
+      ...init,
+      send_cq: cqOf(init.send_cq, 'send_cq'),
+      recv_cq: cqOf(init.recv_cq, 'recv_cq'),
+    }),
+  );
+  const o: IbvQp = {
+    context: pd.context,
+    pd,
+    qp,
+    qp_num: qp.qpn,
+    send_cq: init.send_cq,
+    recv_cq: init.recv_cq,
+    sq: new RingProducer(qp.sq),
+    rq: new RingProducer(qp.rq),
+  };
+  init.send_cq.qps.add(o);
+  init.recv_cq.qps.add(o);
+  pd.context.objs.add(o);
+  return o;
+}
+
+/** ibv_modify_qp(qp, attr, attr_mask). Throws: EINVAL naming the attribute or transition. */
+export async function ibvModifyQp(qp: IbvQp, attr: IbQpAttr, mask: number): Promise<void> {
+  live('ibv_modify_qp', qp.context);
+  await syscall(qp.context.proc, 'ibv_modify_qp', () => ibModifyQp(qp.qp, attr, mask));
+}
+
+/** ibv_query_qp, reduced to the state (which the device may have moved to IBV_QPS_ERR). */
+export function ibvQueryQp(qp: IbvQp): { qp_state: number } {
+  return { qp_state: qp.qp.state };
+}
+
+/** ibv_destroy_qp: outstanding work requests are dropped (no completions). */
+export async function ibvDestroyQp(qp: IbvQp): Promise<void> {
+  await syscall(qp.context.proc, 'ibv_destroy_qp', () => ibDestroyQp(qp.qp));
+  qp.send_cq.qps.delete(qp);
+  qp.recv_cq.qps.delete(qp);
+  qp.context.objs.delete(qp);
+}
+
+/** mmap(MAP_ANONYMOUS): `length` bytes of zeroed, resident user memory. */
+export function mmapAnonymous(proc: Process, length: number): UserMem {
+  return syscall(proc, 'mmap', () => {
+    const m = userPagesAlloc(proc.kernel, length);
+    state(proc).maps.set(m.va, m);
+    return { addr: m.va, length: m.length, bytes: m.bytes };
+  });
+}
+
+/** munmap of a whole mmapAnonymous mapping. Throws: EINVAL (not a mapping), EBUSY (MR pins it). */
+export function munmap(proc: Process, addr: number): void {
+  syscall(proc, 'munmap', () => {
+    const m = state(proc).maps.get(addr);
+    if (!m) throw err('EINVAL', `munmap: addr 0x${Number(addr).toString(16)} is not a mapping`);
+    userPagesFree(proc.kernel, m);
+    state(proc).maps.delete(addr);
+  });
+}
+
+function mapping(proc: Process, addr: number, length: number): UserPages | undefined {
+  for (const m of state(proc).maps.values()) if (addr >= m.va && addr + length <= m.va + m.length) return m;
+  return undefined;
+}
+
+/** ibv_reg_mr over user memory at `addr` (IOVA = addr). Throws: EFAULT (not mapped), EINVAL. */
+export function ibvRegMr(pd: IbvPd, addr: number, length: number, access: number): IbvMr {
+  const ctx = pd.context;
+  live('ibv_reg_mr', ctx);
+  const mr = syscall(ctx.proc, 'ibv_reg_mr', () => {
+    const m = mapping(ctx.proc, addr, Number.isInteger(length) ? length : 0);
+    if (!m)
+      throw err('EFAULT', `ibv_reg_mr: addr 0x${Number(addr).toString(16)} length ${length} is not mapped`);
+    return ibRegUserMr(pd.pd, m, addr, length, access);
+  });
+  return wrapMr(pd, mr);
+}
+
+function wrapMr(pd: IbvPd, mr: IbMr): IbvMr {
+  const o: IbvMr = {
+    context: pd.context,
+    pd,
+    mr,
+    lkey: mr.lkey,
+    rkey: mr.rkey,
+    addr: mr.iova,
+    length: mr.length,
+  };
+  pd.context.objs.add(o);
+  return o;
+}
+
+/**
+ * ibv_reg_dmabuf_mr(pd, offset, length, iova, fd, access): an unpinned (ODP) MR over the dma-buf
+ * behind `fd`. Throws: EBADF, EINVAL (window, page offsets, access), EOPNOTSUPP (no ODP).
+ */
+export function ibvRegDmabufMr(
+  pd: IbvPd,
+  offset: number,
+  length: number,
+  iova: number,
+  fd: number,
+  access: number,
+): Promise<IbvMr> {
+  return regDmabuf('ibv_reg_dmabuf_mr', pd, { offset, length, iova, access, mode: IbMrMode.ODP }, fd);
+}
+
+/**
+ * mlx5dv_reg_dmabuf_mr: with MLX5DV_REG_DMABUF_ACCESS_DATA_DIRECT a pinned MR (not revocable);
+ * with P2PEMU_PINNED_REVOCABLE a pinned MR the exporter may revoke (then it fails for good).
+ */
+export function mlx5dvRegDmabufMr(
+  pd: IbvPd,
+  offset: number,
+  length: number,
+  iova: number,
+  fd: number,
+  access: number,
+  mlx5Access: number,
+): Promise<IbvMr> {
+  const A = Mlx5dvRegDmabufAccess;
+  const mode =
+    mlx5Access === A.MLX5DV_REG_DMABUF_ACCESS_DATA_DIRECT
+      ? IbMrMode.PINNED
+      : mlx5Access === A.P2PEMU_PINNED_REVOCABLE
+        ? IbMrMode.PINNED_REVOCABLE
+        : null;
+  if (mode === null) return Promise.reject(err('EINVAL', `mlx5dv_reg_dmabuf_mr: mlx5_access ${mlx5Access}`));
+  return regDmabuf('mlx5dv_reg_dmabuf_mr', pd, { offset, length, iova, access, mode }, fd);
+}
+
+async function regDmabuf(
+  fn: string,
+  pd: IbvPd,
+  r: { offset: number; length: number; iova: number; access: number; mode: IbMrMode },
+  fd: number,
+): Promise<IbvMr> {
+  live(fn, pd.context);
+  const proc = pd.context.proc;
+  const mr = await syscall(proc, fn, async () => {
+    const dmabuf = dmaBufGet(proc.fdt, fd);
+    try {
+      return await ibRegDmabufMr(pd.pd, dmabuf, r);
+    } finally {
+      dmaBufPut(dmabuf); // the umem holds its own reference
+    }
+  });
+  return wrapMr(pd, mr);
+}
+
+/** ibv_dereg_mr: its lkey/rkey stop working (later remote use: IBV_WC_REM_ACCESS_ERR). */
+export async function ibvDeregMr(mr: IbvMr): Promise<void> {
+  await syscall(mr.context.proc, 'ibv_dereg_mr', () => ibDeregMr(mr.mr));
+  mr.context.objs.delete(mr);
+}
+
+function postErr(fn: string, i: number, what: string): Error {
+  return Object.assign(err('EINVAL', `${fn}: wr[${i}]${what}`), { badWr: i });
+}
+
+function checkSge(fn: string, i: number, list: IbvSge[] | undefined, max: number): IbvSge | null {
+  if (list === undefined || list.length === 0) return null;
+  if (!Array.isArray(list) || list.length > max)
+    throw postErr(fn, i, `.sg_list has ${list.length} entries (max ${max})`);
+  const s = list[0];
+  if (!s || !Number.isSafeInteger(s.addr) || s.addr < 0) throw postErr(fn, i, '.sg_list[0].addr');
+  if (!Number.isInteger(s.length) || s.length < 0 || s.length >= 2 ** 32)
+    throw postErr(fn, i, '.sg_list[0].length');
+  if (!Number.isInteger(s.lkey) || s.lkey < 0 || s.lkey >= 2 ** 32) throw postErr(fn, i, '.sg_list[0].lkey');
+  return s;
+}
+
+const SEND_OPS = new Set<number>([
+  IbvWrOpcode.IBV_WR_RDMA_WRITE,
+  IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM,
+  IbvWrOpcode.IBV_WR_SEND,
+  IbvWrOpcode.IBV_WR_SEND_WITH_IMM,
+  IbvWrOpcode.IBV_WR_RDMA_READ,
+]);
+
+/**
+ * ibv_post_send: write the WQEs, ring the doorbell once. The QP must be in RTS (or ERR, where
+ * the requests are flushed). Throws: EINVAL naming wr[i] or the QP state; ENOMEM when the SQ
+ * is full; EFAULT for inline data not in user memory.
+ */
+export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): void {
+  const fn = 'ibv_post_send';
+  const list = Array.isArray(wrs) ? wrs : [wrs as IbvSendWr];
+  const st = qp.qp.state;
+  if (st !== IbvQpState.IBV_QPS_RTS && st !== IbvQpState.IBV_QPS_ERR) {
+    throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is in state ${st}, not RTS`), { badWr: 0 });
+  }
+  const sq = qp.sq;
+  const w = sq.words;
+  let posted = 0;
+  try {
+    for (let i = 0; i < list.length; i++) {
+      const wr = list[i];
+      if (!wr || !Number.isSafeInteger(wr.wr_id) || wr.wr_id < 0) throw postErr(fn, i, '.wr_id');
+      if (!SEND_OPS.has(wr.opcode)) throw postErr(fn, i, `.opcode ${wr.opcode} is not supported`);
+      const flags = wr.send_flags ?? 0;
+      const sge = checkSge(fn, i, wr.sg_list, qp.qp.cap.max_send_sge);
+      const inline =
+        (flags & IbvSendFlags.IBV_SEND_INLINE) !== 0 && wr.opcode !== IbvWrOpcode.IBV_WR_RDMA_READ;
+      let data: Uint8Array | null = null;
+      if (inline && sge !== null) {
+        if (sge.length > qp.qp.cap.max_inline_data)
+          throw postErr(fn, i, `: inline ${sge.length} bytes > max_inline_data`);
+        const m = mapping(qp.context.proc, sge.addr, sge.length);
+        if (!m) throw Object.assign(err('EFAULT', `${fn}: wr[${i}] inline data is not mapped`), { badWr: i });
+        data = m.bytes.subarray(sge.addr - m.va, sge.addr - m.va + sge.length);
+      }
+      const rdma = wr.wr?.rdma;
+      const needsRemote =
+        wr.opcode <= IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM || wr.opcode === IbvWrOpcode.IBV_WR_RDMA_READ;
+      if (needsRemote && (!rdma || !Number.isSafeInteger(rdma.remote_addr) || !Number.isInteger(rdma.rkey))) {
+        throw postErr(fn, i, '.wr.rdma (remote_addr, rkey) missing');
+      }
+      const s = sq.claim();
+      if (s < 0)
+        throw Object.assign(err('ENOMEM', `${fn}: wr[${i}]: send queue of qp ${qp.qp_num} is full`), {
+          badWr: i,
+        });
+      w[s + SendWqe.OPCODE] = wr.opcode;
+      w[s + SendWqe.FLAGS] = flags;
+      ringPutU64(w, s + SendWqe.WRID_LO, wr.wr_id);
+      ringPutU64(w, s + SendWqe.RADDR_LO, rdma?.remote_addr ?? 0);
+      w[s + SendWqe.RKEY] = rdma?.rkey ?? 0;
+      w[s + SendWqe.IMM] = (wr.imm_data ?? 0) | 0;
+      if (data !== null) {
+        w[s + SendWqe.NSGE] = data.length;
+        const words = new Uint8Array(MLX5_MAX_INLINE);
+        words.set(data);
+        const view = new Int32Array(words.buffer);
+        for (let k = 0; k < MLX5_MAX_INLINE / 4; k++) w[s + SEND_WQE_INLINE + k] = view[k];
+      } else if (sge === null) w[s + SendWqe.NSGE] = 0;
+      else {
+        w[s + SendWqe.NSGE] = 1;
+        ringPutU64(w, s + SendWqe.SGE_ADDR_LO, sge.addr);
+        w[s + SendWqe.SGE_LEN] = sge.length | 0;
+        w[s + SendWqe.SGE_LKEY] = sge.lkey | 0;
+      }
+      sq.commit();
+      posted++;
+    }
+  } finally {
+    if (posted > 0) ring(qp);
+  }
+}
+
+/** ibv_post_recv: the QP must be past RESET. Throws: EINVAL naming wr[i]; ENOMEM when full. */
+export function ibvPostRecv(qp: IbvQp, wrs: IbvRecvWr | readonly IbvRecvWr[]): void {
+  const fn = 'ibv_post_recv';
+  const list = Array.isArray(wrs) ? wrs : [wrs as IbvRecvWr];
+  if (qp.qp.state === IbvQpState.IBV_QPS_RESET) {
+    throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is in RESET`), { badWr: 0 });
+  }
+  const rq = qp.rq;
+  const w = rq.words;
+  let posted = 0;
+  try {
+    for (let i = 0; i < list.length; i++) {
+      const wr = list[i];
+      if (!wr || !Number.isSafeInteger(wr.wr_id) || wr.wr_id < 0) throw postErr(fn, i, '.wr_id');
+      const sge = checkSge(fn, i, wr.sg_list, qp.qp.cap.max_recv_sge);
+      const s = rq.claim();
+      if (s < 0)
+        throw Object.assign(err('ENOMEM', `${fn}: wr[${i}]: receive queue of qp ${qp.qp_num} is full`), {
+          badWr: i,
+        });
+      ringPutU64(w, s + RecvWqe.WRID_LO, wr.wr_id);
+      w[s + RecvWqe.NSGE] = sge === null ? 0 : 1;
+      ringPutU64(w, s + RecvWqe.ADDR_LO, sge?.addr ?? 0);
+      w[s + RecvWqe.LEN] = (sge?.length ?? 0) | 0;
+      w[s + RecvWqe.LKEY] = (sge?.lkey ?? 0) | 0;
+      rq.commit();
+      posted++;
+    }
+  } finally {
+    if (posted > 0) ring(qp);
+  }
+}
+
+// The doorbell: publish the producer positions, then one UAR ring for the whole batch.
+function ring(qp: IbvQp): void {
+  qp.sq.flush();
+  qp.rq.flush();
+  doorbellRing(qp.context.hca, Mlx5Ctl.UAR_DB);
+}
+
+function newWc(): IbvWc {
+  return {
+    wr_id: 0,
+    status: 0,
+    opcode: 0,
+    vendor_err: 0,
+    byte_len: 0,
+    imm_data: 0,
+    qp_num: 0,
+    src_qp: 0,
+    wc_flags: 0,
+  };
+}
+
+/**
+ * ibv_poll_cq: up to `n` completions into wc[0..] (entries are created if missing). Never
+ * blocks. After a fatal device error, work requests still outstanding complete here with
+ * IBV_WC_WR_FLUSH_ERR (software completions). Returns the number written.
+ */
+export function ibvPollCq(cq: IbvCq, n: number, wc: IbvWc[]): number {
+  const r = cq.ring;
+  const w = r.words;
+  let i = 0;
+  for (; i < n; i++) {
+    const s = r.peek();
+    if (s < 0) break;
+    wc[i] ??= newWc();
+    cqeRead(w, s, wc[i]);
+    r.release();
+  }
+  if (i < n && Atomics.load(cq.context.hca, Mlx5Ctl.FATAL) !== 0) i = swFlush(cq, n, wc, i);
+  return i;
+}
+
+// mlx5_ib_poll_sw_comp: the device is dead, so userspace owns the work queue tails now.
+function swFlush(cq: IbvCq, n: number, wc: IbvWc[], i: number): number {
+  for (const qp of cq.qps) {
+    for (const [q, recv] of [
+      [qp.sq, false],
+      [qp.rq, true],
+    ] as const) {
+      if ((recv ? qp.recv_cq : qp.send_cq) !== cq) continue;
+      const w = q.words;
+      const mask = q.slots - 1;
+      for (let t = wqTail(w); i < n; t = (t + 1) | 0) {
+        const b = wqPeekAt(w, mask, t);
+        if (b < 0) break;
+        const c = (wc[i] ??= newWc());
+        c.wr_id = ringGetU64(w, b + (recv ? RecvWqe.WRID_LO : SendWqe.WRID_LO));
+        c.status = IbvWcStatus.IBV_WC_WR_FLUSH_ERR;
+        c.opcode = recv ? IbvWcOpcode.IBV_WC_RECV : IbvWcOpcode.IBV_WC_SEND;
+        c.byte_len = 0;
+        c.imm_data = 0;
+        c.wc_flags = 0;
+        c.vendor_err = 0;
+        c.src_qp = 0;
+        c.qp_num = qp.qp_num;
+        wqRetire(w, (t + 1) | 0);
+        i++;
+      }
+    }
+  }
+  return i;
+}
+
+/**
+ * Completion channel, reduced (ibv_req_notify_cq + ibv_get_cq_event): resolve true once the CQ
+ * has an entry (or the device died), false after `timeoutMs`. Never blocks the thread.
+ */
+export async function ibvGetCqEvent(cq: IbvCq, timeoutMs: number): Promise<boolean> {
+  const h = cq.context.hca;
+  const db = hcaCqBase(cq.cq.cqn) + Mlx5CqCtx.DB;
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    const seen = doorbellRead(h, db);
+    if (cq.ring.peek() >= 0 || Atomics.load(h, Mlx5Ctl.FATAL) !== 0) return true;
+    const left = end - performance.now();
+    if (left <= 0) return false;
+    // ask for a notify, then wait while the count is unchanged (doorbell.ts protocol).
+    Atomics.store(h, db + Mlx5CqCtx.DB_NEED_WAKEUP - Mlx5CqCtx.DB, 1);
+    const r = Atomics.waitAsync(h, db, seen, left);
+    if (r.async) await r.value;
+    Atomics.store(h, db + Mlx5CqCtx.DB_NEED_WAKEUP - Mlx5CqCtx.DB, 0);
+  }
+}
