@@ -153,7 +153,7 @@ export class Mlx5Hca implements DeviceModel {
         work += wireReceive(eng, qp, peer, now);
         if (qp.state === IbvQpState.IBV_QPS_RTS) {
           work += wireRequester(eng, qp, peer, now);
-          timer = Math.min(timer, wireTimers(qp, peer, now));
+          timer = Math.min(timer, wireTimers(eng, qp, peer, now));
         }
         peer.link.txFlush();
       } else if (qp.state === IbvQpState.IBV_QPS_RTS) {

@@ -20,6 +20,7 @@ import {
   ibAckTimeoutMs,
   ibRnrTimerMs,
 } from '../../fabric/mlx5-ib-abi.ts';
+import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import { RecvWqe, SendWqe } from '../../fabric/mlx5-wqe.ts';
 import { ringGetU64, ringPutU64 } from '../../fabric/ring-layout.ts';
 import { WIRE_FIRST, WIRE_LAST, WireNak, WireOp, WirePkt } from '../../fabric/wire.ts';
@@ -204,7 +205,7 @@ function rewind(qp: QpHw, l: Link, psn: number): void {
  * timeout, go back to the oldest unacknowledged PSN; after retry_cnt tries,
  * IBV_WC_RETRY_EXC_ERR. Returns the next time the timer needs a look (ms, performance.now()).
  */
-export function wireTimers(qp: QpHw, l: Link, now: number): number {
+export function wireTimers(eng: MkeyEngine, qp: QpHw, l: Link, now: number): number {
   if (qp.state !== IbvQpState.IBV_QPS_RTS || (qp.sqNext === qp.sqTail && qp.segOff === 0))
     return Number.POSITIVE_INFINITY;
   if (now < qp.retryAt) return qp.retryAt;
@@ -218,6 +219,7 @@ export function wireTimers(qp: QpHw, l: Link, now: number): number {
   qp.retryCount++;
   qp.lastProgress = now;
   rewind(qp, l, qp.ackedPsn + 1);
+  Atomics.add(eng.hca, Mlx5Ctl.STAT_RETRIES, 1);
   return now;
 }
 
@@ -258,7 +260,8 @@ function control(w: Int32Array, s: number, op: number, psn: number, syndrome: nu
   w[s + WirePkt.MSG_OFF] = 0;
 }
 
-function nak(qp: QpHw, l: Link, psn: number, r: Resp): void {
+function nak(eng: MkeyEngine, qp: QpHw, l: Link, psn: number, r: Resp): void {
+  if (r === Resp.RNR) Atomics.add(eng.hca, Mlx5Ctl.STAT_RNR_NAKS, 1);
   const s = l.link.txClaim(0);
   if (s < 0) return; // no room: the requester's ACK timer recovers
   const syndrome = r === Resp.RNR ? WireNak.RNR : nakOf[r];
@@ -335,7 +338,7 @@ function request(eng: MkeyEngine, qp: QpHw, l: Link, s: number): void {
     }
     return;
   }
-  nak(qp, l, psn, respFatal(qp, r));
+  nak(eng, qp, l, psn, respFatal(qp, r));
 }
 
 // Place one segment's payload into an MR (RDMA WRITE target or receive buffer).
@@ -389,7 +392,7 @@ function serveRead(eng: MkeyEngine, qp: QpHw, l: Link): boolean {
       if (x !== Xfer.OK) {
         const psn = qp.readPsn;
         qp.readPsn = -1;
-        nak(qp, l, psn, x === Xfer.SRC_FAULT ? Resp.RNR : respFatal(qp, Resp.NAK_ACCESS));
+        nak(eng, qp, l, psn, x === Xfer.SRC_FAULT ? Resp.RNR : respFatal(qp, Resp.NAK_ACCESS));
         return true;
       }
     }

@@ -29,6 +29,7 @@ import {
   ibAckTimeoutMs,
   ibRnrTimerMs,
 } from '../../fabric/mlx5-ib-abi.ts';
+import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import { MLX5_MAX_INLINE, SEND_WQE_INLINE, SendWqe } from '../../fabric/mlx5-wqe.ts';
 import { ringGetU64 } from '../../fabric/ring-layout.ts';
 import type { MkeyEngine } from './mlx5-mkey.ts';
@@ -141,6 +142,7 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
         break;
       }
       qp.rnrCount++;
+      Atomics.add(eng.hca, Mlx5Ctl.STAT_RNR_NAKS, 1);
       // the responder's min_rnr_timer tells the requester how long to back off.
       qp.retryAt = now + ibRnrTimerMs(peer!.attrs.minRnrTimer);
       break;
@@ -151,6 +153,7 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
         break;
       }
       qp.retryCount++;
+      Atomics.add(eng.hca, Mlx5Ctl.STAT_RETRIES, 1);
       qp.retryAt = now + Math.min(ibAckTimeoutMs(qp.attrs.timeout), 60_000);
       break;
     }
