@@ -3,6 +3,7 @@
 // HCA and between two HCAs of one host (over the shared-memory wire, multi-segment messages),
 // host memory and dma-buf MRs (system heap, MockExporter VRAM) on either side.
 import { afterEach, describe, expect, it } from 'vitest';
+import { Placement } from '../dma-buf/mock-exporter.ts';
 import { withDeadline } from '../../../common/deadline.ts';
 import { dmaHeapAlloc, dmaBufMmap } from '../../uapi/dma-buf.ts';
 import {
@@ -158,6 +159,49 @@ describe('mlx5 data path', () => {
     const [wc] = await pollN(a.cq, 1);
     expect(wc).toMatchObject({ wr_id: 9, status: 0, opcode: IbvWcOpcode.IBV_WC_RDMA_READ, byte_len: 60_000 });
     expect(firstDiff(dst.bytes.subarray(10, 60_010), pattern(64 << 10, 5).subarray(100, 60_100))).toBe(-1);
+  });
+
+  it('mlx5 - a dma-buf MR over a window at an unaligned offset maps its iova to that offset (ODP and pinned)', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const src = mmapAnonymous(h.proc, 16 << 10);
+    src.bytes.set(pattern(16 << 10, 8));
+    const smr = ibvRegMr(a.pd, src.addr, src.length, ALL_ACCESS);
+    const B = mockBuf(h, 64 << 10, Placement.SYSTEM);
+    // window [5000, +20000) of the buffer at iova 0x7000 + 5000 % 4096 (same page offset).
+    const odp = await withDeadline(
+      ibvRegDmabufMr(b.pd, 5000, 20_000, 0x7000 + 904, B.fd, ALL_ACCESS),
+      MS,
+      'odp',
+    );
+    const pin = await withDeadline(
+      mlx5dvRegDmabufMr(
+        b.pd,
+        5000,
+        20_000,
+        0x9_0000 + 904,
+        B.fd,
+        ALL_ACCESS,
+        Mlx5dvRegDmabufAccess.MLX5DV_REG_DMABUF_ACCESS_DATA_DIRECT,
+      ),
+      MS,
+      'pinned',
+    );
+    const wr = (id: number, rkey: number, raddr: number, off: number, len: number) => ({
+      wr_id: id,
+      opcode: IbvWrOpcode.IBV_WR_RDMA_WRITE,
+      send_flags: SIG,
+      sg_list: [{ addr: src.addr + off, length: len, lkey: smr.lkey }],
+      wr: { rdma: { remote_addr: raddr, rkey } },
+    });
+    ibvPostSend(a.qp, [
+      wr(1, odp.rkey, 0x7000 + 904, 0, 10_000),
+      wr(2, pin.rkey, 0x9_0000 + 904 + 10_000, 10_000, 6000),
+    ]);
+    expect((await pollN(a.cq, 2)).map((w) => w.status)).toEqual([0, 0]);
+    expect(firstDiff(B.read(5000, 16_000), src.bytes.subarray(0, 16_000))).toBe(-1);
+    expect(B.read(4999, 1)[0]).toBe(0);
+    expect(B.read(21_000, 1)[0]).toBe(0);
   });
 
   it('mlx5 - two HCAs: WRITE, READ and SEND of multi-segment messages between VRAM dma-buf MRs arrive intact over the wire', async () => {
