@@ -64,6 +64,8 @@ export interface Mlx5Options {
   odp?: boolean;
   /** Event queue entries (power of two); default 256. */
   eqSize?: number;
+  /** PCI identity (topology device key) for exporters' P2PDMA decisions about this HCA. */
+  pciId?: string;
 }
 
 /** One probed HCA. */
@@ -103,7 +105,7 @@ export class Mlx5Dev {
     this.kernel = kernel;
     this.name = name;
     this.odp = opts.odp ?? true;
-    this.dev = kernel.addDevice(name);
+    this.dev = kernel.addDevice(name, { pciId: opts.pciId });
     this.hcaSab = hcaCreate();
     this.hca = new Int32Array(this.hcaSab);
     this.mttSab = mttCreate();
