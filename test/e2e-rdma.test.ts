@@ -109,7 +109,7 @@ describe('e2e: GPU -> NIC -> GPU / VFIO through dma-buf MRs', () => {
   });
 
   it('e2e - bounce route: with P2P NOT_SUPPORTED both buffers move to system memory and the data still arrives intact', async () => {
-    const { p } = await boot('test/data/no-p2p-host.yaml');
+    const { p } = await boot('topology/examples/no-p2p-host.yaml');
     const src = await gpuBuffer(p, 'gpu0', 0x5a5aa5a5);
     const dst = await gpuBuffer(p, 'gpu1', null);
     const wc = await rdmaWrite(

@@ -22,6 +22,9 @@ describe('demo', () => {
       'refused: EBUSY',
       'DMAR: [DMA Write]',
       'dma-buf: release dmabuf mock-exporter',
+      'p2pdma map type gpu->NIC: BUS_ADDR; buffers now in vram / vram',
+      'p2pdma map type gpu->NIC: NOT_SUPPORTED; buffers now in system / system',
+      'every device worker exited at shutdown',
     ]) {
       expect(text).toContain(needle);
     }

@@ -21,6 +21,7 @@ import {
   dmaBufPoll,
 } from '../../nodes/uapi/dma-buf.ts';
 import { dmesgFollow } from '../../nodes/uapi/dmesg.ts';
+import { runE2eDemo } from './e2e-demo.ts';
 import { syncFileWaitReady, syncIocFileInfo } from '../../nodes/uapi/sync.ts';
 import {
   importerAttach,
@@ -213,6 +214,9 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     close(app, fd);
     await new Promise((r) => setImmediate(r));
     check(releases.length === 1, 'release() ran once, after the last reference');
+    stopDmesg();
+    say();
+    await runE2eDemo(say, check);
   } catch (e) {
     say(`demo failed: ${e instanceof Error ? e.message : String(e)}`);
     failures++;
