@@ -95,7 +95,7 @@ export async function bootHostFromTopology(topo: Topology, opts: TopologyBootOpt
   const vfio = host.vfio as Map<string, VfioPciCoreDevice>;
   const capped = host.capped as string[];
   const cap = opts.deviceMemoryCap ?? 64 * MiB;
-  const fit = (what: string, size: number) => {
+  const emulatedSize = (what: string, size: number) => {
     const n = Math.min(size, cap);
     if (n < size) capped.push(`${what} ${human(size)} -> ${human(n)}`);
     return n;
@@ -103,7 +103,7 @@ export async function bootHostFromTopology(topo: Topology, opts: TopologyBootOpt
   try {
     for (const d of h.devices.values()) {
       if (d.kind === 'gpu') {
-        const vramBytes = fit(`${d.id} VRAM`, d.vram);
+        const vramBytes = emulatedSize(`${d.id} VRAM`, d.vram);
         gpus.set(d.id, gpuProbe(host.kernel, d.id, { vramBytes, pciId: d.key, topology: topo }));
       } else if (d.kind === 'nic') {
         const name = h.nodes.get(d.endpoints[0])?.osName ?? d.id;
@@ -111,7 +111,7 @@ export async function bootHostFromTopology(topo: Topology, opts: TopologyBootOpt
       } else {
         const bars = Array.from({ length: 6 }, (_, i) => {
           const b = d.bars.find((x) => x.index === i);
-          return b ? { size: fit(`${d.id} BAR${i}`, b.size) } : null;
+          return b ? { size: emulatedSize(`${d.id} BAR${i}`, b.size) } : null;
         });
         vfio.set(d.id, vfioPciProbe(host.kernel, d.id, { bars, pciId: d.key, topology: topo }));
       }
