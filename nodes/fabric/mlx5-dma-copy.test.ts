@@ -83,6 +83,35 @@ describe('dmaCopy', () => {
     ]);
   });
 
+  it('mlx5 - dmaCopy merges physically contiguous pages into one run across a page-table leaf boundary', () => {
+    const kernel = new HostKernel({ ramBytes: 8 << 20 });
+    const dev = kernel.addDevice('nic0');
+    const dom = kernel.domainOf('nic0');
+    const handoff = iommuDeviceDmaCtx(kernel.iommu, dev.iommuId!);
+    const ctx = new DmaCtx(handoff.desc);
+    open.push({ kernel, handoff, ctx });
+    const pages = 600;
+    const src = kernel.ramAlloc.allocContigPages(pages).pfn * PAGE_SIZE;
+    const dst = kernel.ramAlloc.allocContigPages(pages).pfn * PAGE_SIZE;
+    // a leaf maps 512 pages: start 100 pages before a leaf boundary on the source side.
+    const sIova = 512 * PAGE_SIZE * 7 - 100 * PAGE_SIZE;
+    const dIova = 512 * PAGE_SIZE * 20;
+    iommuMap(dom, sIova, src, pages * PAGE_SIZE, IOMMU_READ | IOMMU_WRITE);
+    iommuMap(dom, dIova, dst, pages * PAGE_SIZE, IOMMU_READ | IOMMU_WRITE);
+    const ram = kernel.ram.bytes;
+    for (let i = 0; i < pages * PAGE_SIZE; i += 997) ram[src + i] = (i >> 3) & 0xff;
+    const runs: number[] = [];
+    ctx.hook = (_c, _op, _a, _p, n) => {
+      runs.push(n);
+      return 0;
+    };
+    expect(dmaCopy(ctx, sIova, false, ctx, dIova, false, pages * PAGE_SIZE)).toBe(DmaStatus.OK);
+    expect(runs).toEqual([pages * PAGE_SIZE, pages * PAGE_SIZE]);
+    expect(
+      Buffer.compare(ram.subarray(src, src + pages * PAGE_SIZE), ram.subarray(dst, dst + pages * PAGE_SIZE)),
+    ).toBe(0);
+  });
+
   it('mlx5 - dmaCopy stops at an unmapped source page after landing the earlier bytes, and rejects bad ranges', () => {
     const { kernel, ctx, map, ram } = rig();
     const src = map(1, 0x50_0000);
