@@ -70,7 +70,7 @@ export const Mlx5QpCtx = {
   STATE: 0,
   /** 1 once the QP exists (CREATE_QP done), 0 after DESTROY_QP. */
   VALID: 1,
-  /** Send WQEs completed (posted positions the device has retired), for diagnostics. */
+  /** Reserved (diagnostics). */
   SQ_DONE: 2,
 } as const;
 export const MLX5_QP_CTX_WORDS = 16;

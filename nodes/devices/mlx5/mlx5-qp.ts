@@ -203,7 +203,6 @@ export class QpHw {
     this.sqTail = (this.sqTail + 1) | 0;
     if (this.sqNext === ((this.sqTail - 1) | 0)) this.sqNext = this.sqTail;
     wqRetire(this.sq, this.sqTail);
-    Atomics.store(this.hca, hcaQpBase(this.qpn) + Mlx5QpCtx.SQ_DONE, this.sqTail);
   }
 
   /** Retire the receive WQE at rqTail. */

@@ -105,16 +105,22 @@ export function statusOfResp(r: Resp): number {
 
 /**
  * Run the SQ of loopback QP `qp` (state RTS) against `peer` as far as it goes now. Returns
- * WQEs retired; sets qp.retryAt when it must wait (RNR, timeout, stall).
+ * WQEs retired; sets qp.retryAt when it must wait (RNR, timeout, stall). `clock` is
+ * performance.now() if the caller read it, else 0 (read here only when a timer is pending).
  * Called by: the HCA loop, device worker.
  */
-export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefined, now: number): number {
+export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefined, clock: number): number {
   let n = 0;
+  let now = clock;
   for (;;) {
     const base = qp.sqAt(qp.sqTail);
     if (base < 0) break;
-    // a stalled requester retries as soon as its fault settled (the kernel rang the doorbell).
-    if (now < qp.retryAt && !(qp.stalled && eng.faultSettled(qp.stallIdx))) break;
+    if (qp.retryAt !== 0) {
+      if (now === 0) now = performance.now();
+      // a stalled requester retries as soon as its fault settled (the kernel rang the doorbell).
+      if (now < qp.retryAt && !(qp.stalled && eng.faultSettled(qp.stallIdx))) break;
+      qp.retryAt = 0;
+    }
     // every outcome below may need a CQE: do not start what could not be completed.
     if (!qp.sendCq.hasSpace()) break;
     const local = decodeSend(eng, qp, base, req);
@@ -144,7 +150,7 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
       qp.rnrCount++;
       Atomics.add(eng.hca, Mlx5Ctl.STAT_RNR_NAKS, 1);
       // the responder's min_rnr_timer tells the requester how long to back off.
-      qp.retryAt = now + ibRnrTimerMs(peer!.attrs.minRnrTimer);
+      qp.retryAt = performance.now() + ibRnrTimerMs(peer!.attrs.minRnrTimer);
       break;
     }
     if (r === Resp.DROP) {
@@ -154,13 +160,13 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
       }
       qp.retryCount++;
       Atomics.add(eng.hca, Mlx5Ctl.STAT_RETRIES, 1);
-      qp.retryAt = now + Math.min(ibAckTimeoutMs(qp.attrs.timeout), 60_000);
+      qp.retryAt = performance.now() + Math.min(ibAckTimeoutMs(qp.attrs.timeout), 60_000);
       break;
     }
     if (r === Resp.LOCAL_FAULT) {
       qp.stalled = true;
       qp.stallIdx = eng.faultIdx;
-      qp.retryAt = now + STALL_RECHECK_MS;
+      qp.retryAt = performance.now() + STALL_RECHECK_MS;
       break;
     }
     if (failTail(qp, base, statusOfResp(r))) n++;
