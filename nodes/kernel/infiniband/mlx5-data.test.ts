@@ -23,6 +23,7 @@ import {
 } from '../../uapi/verbs.ts';
 import {
   ALL_ACCESS,
+  busBuf,
   firstDiff,
   MS,
   mockBuf,
@@ -202,6 +203,42 @@ describe('mlx5 data path', () => {
     expect(firstDiff(B.read(5000, 16_000), src.bytes.subarray(0, 16_000))).toBe(-1);
     expect(B.read(4999, 1)[0]).toBe(0);
     expect(B.read(21_000, 1)[0]).toBe(0);
+  });
+
+  it('mlx5 - MRs over peer memory by PCI bus address (P2PDMA BUS_ADDR) are reached without the IOMMU, ODP and pinned', async () => {
+    const h = await rdmaHost({ nics: 2 });
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[1]);
+    const P = busBuf(h, 256 << 10);
+    const Q = busBuf(h, 256 << 10);
+    P.bytes.set(pattern(256 << 10, 6));
+    const pmr = await withDeadline(
+      ibvRegDmabufMr(a.pd, 0, 256 << 10, 0x10_0000, P.fd, ALL_ACCESS),
+      MS,
+      'odp',
+    );
+    const qmr = await withDeadline(
+      mlx5dvRegDmabufMr(
+        b.pd,
+        0,
+        256 << 10,
+        0x20_0000,
+        Q.fd,
+        ALL_ACCESS,
+        Mlx5dvRegDmabufAccess.MLX5DV_REG_DMABUF_ACCESS_DATA_DIRECT,
+      ),
+      MS,
+      'pinned',
+    );
+    ibvPostSend(a.qp, {
+      wr_id: 1,
+      opcode: IbvWrOpcode.IBV_WR_RDMA_WRITE,
+      send_flags: SIG,
+      sg_list: [{ addr: 0x10_0000, length: 256 << 10, lkey: pmr.lkey }],
+      wr: { rdma: { remote_addr: 0x20_0000, rkey: qmr.rkey } },
+    });
+    expect((await pollN(a.cq, 1))[0].status).toBe(0);
+    expect(firstDiff(Q.bytes, P.bytes)).toBe(-1);
+    expect(h.kernel.iommu.faultLog.drain()).toEqual([]);
   });
 
   it('mlx5 - two HCAs: WRITE, READ and SEND of multi-segment messages between VRAM dma-buf MRs arrive intact over the wire', async () => {

@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
 import { hcaMkeyBase, Mlx5Ctl, Mlx5Mkey, Mlx5Xlt, mlx5KeyIndex } from '../../fabric/mlx5-layout.ts';
-import { DmaFenceTimeline } from '../dma-buf/dma-fence.ts';
+import { type DmaFence, DmaFenceTimeline, dmaFenceWaitTimeout } from '../dma-buf/dma-fence.ts';
 import { Placement } from '../dma-buf/mock-exporter.ts';
 import {
   DmaResvUsage,
@@ -106,6 +106,7 @@ describe('mlx5 ODP dma-buf MRs', () => {
       const n = 128;
       const chunk = size / n;
       let done = 0;
+      const lastMove: DmaFence[] = [];
       for (let round = 0; round < 8; round++) {
         const wrs = [];
         for (let i = round * 16; i < (round + 1) * 16; i++) {
@@ -113,12 +114,15 @@ describe('mlx5 ODP dma-buf MRs', () => {
         }
         ibvPostSend(a.qp, wrs);
         // move while these are in flight: the source on even rounds, the target on odd ones.
-        await (round % 2 === 0 ? A : B).exp.move();
+        lastMove[round % 2] = await (round % 2 === 0 ? A : B).exp.move();
         const wcs = await pollN(a.cq, 16, MS, `round ${round}`);
         expect(wcs.every((w) => w.status === S.IBV_WC_SUCCESS)).toBe(true);
         done += wcs.length;
       }
       expect(done).toBe(n);
+      // a CPU reader waits for the exporter's last copy first (as DMA_BUF_IOCTL_SYNC would): the
+      // WRs may all have completed before the last move, whose copy then still runs.
+      for (const f of lastMove) expect(await dmaFenceWaitTimeout(f, MS)).toBeGreaterThan(0);
       expect(firstDiff(B.read(0, size), data)).toBe(-1);
       expect(firstDiff(A.read(0, size), data)).toBe(-1);
       expect(A.exp.moves + B.exp.moves).toBe(8);

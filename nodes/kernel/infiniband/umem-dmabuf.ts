@@ -157,20 +157,15 @@ export async function ibUmemDmabufMapPages(umem: IbUmemDmabuf): Promise<void> {
   }
 }
 
-// The DMA runs covering the page-aligned window, from the importer's table.
+// The DMA runs covering the page-aligned window, from the importer's table (bus flag kept).
 function trim(umem: IbUmemDmabuf, sgt: SgTable): UmemRun[] {
   const start = umem.offset - umem.pageOffset;
   const end = Math.ceil((umem.offset + umem.length) / PAGE_SIZE) * PAGE_SIZE;
   const runs: UmemRun[] = [];
-  const bus = sgt.entries.map((e) => (e as { bus?: true }).bus === true);
-  let i = 0;
-  let entryEnd = sgt.entries.length > 0 ? sgt.entries[0].dmaLength : 0;
-  sgTableWalk(sgt, start, end - start, (addr, at, n) => {
-    while (start + at >= entryEnd && i + 1 < sgt.entries.length) entryEnd += sgt.entries[++i].dmaLength;
+  sgTableWalk(sgt, start, end - start, (addr, _at, n, bus) => {
     const last = runs[runs.length - 1];
-    if (last && last.bus === bus[i] && last.addr + last.pages * PAGE_SIZE === addr)
-      last.pages += n / PAGE_SIZE;
-    else runs.push({ addr, pages: n / PAGE_SIZE, bus: bus[i] });
+    if (last && last.bus === bus && last.addr + last.pages * PAGE_SIZE === addr) last.pages += n / PAGE_SIZE;
+    else runs.push({ addr, pages: n / PAGE_SIZE, bus });
     return 0;
   });
   return runs;
