@@ -431,6 +431,10 @@ function checkSge(fn: string, i: number, list: IbvSge[] | undefined, max: number
   return s;
 }
 
+// Scratch for inline data: the WQE carries it as words (no allocation per post).
+const inlineBytes = new Uint8Array(MLX5_MAX_INLINE);
+const inlineWords = new Int32Array(inlineBytes.buffer);
+
 const SEND_OPS = new Set<number>([
   IbvWrOpcode.IBV_WR_RDMA_WRITE,
   IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM,
@@ -490,10 +494,9 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
       w[s + SendWqe.IMM] = (wr.imm_data ?? 0) | 0;
       if (data !== null) {
         w[s + SendWqe.NSGE] = data.length;
-        const words = new Uint8Array(MLX5_MAX_INLINE);
-        words.set(data);
-        const view = new Int32Array(words.buffer);
-        for (let k = 0; k < MLX5_MAX_INLINE / 4; k++) w[s + SEND_WQE_INLINE + k] = view[k];
+        inlineBytes.fill(0);
+        inlineBytes.set(data);
+        for (let k = 0; k < MLX5_MAX_INLINE / 4; k++) w[s + SEND_WQE_INLINE + k] = inlineWords[k];
       } else if (sge === null) w[s + SendWqe.NSGE] = 0;
       else {
         w[s + SendWqe.NSGE] = 1;
