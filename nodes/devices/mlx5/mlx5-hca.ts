@@ -45,7 +45,8 @@ import {
 } from '../device-runtime.ts';
 import { MkeyEngine } from './mlx5-mkey.ts';
 import { CqHw, type QpAttrs, QpHw } from './mlx5-qp.ts';
-import { wireReceive, wireRequester, wireTimers } from './mlx5-rc-wire.ts';
+import { wireRequester, wireTimers } from './mlx5-wire-requester.ts';
+import { wireReceive } from './mlx5-wire-responder.ts';
 import { requesterLoopback } from './mlx5-requester.ts';
 
 /** Command payloads, posted on the worker's port before the command (token = cmd.arg0). */
