@@ -18,7 +18,7 @@ function pair(opts: { slots?: number; dataBytes?: number } = {}) {
 }
 
 describe('wire', () => {
-  it('wire - packets and payloads arrive in order at the other end; a flush rings the peer once', () => {
+  it('mlx5 - wire: packets and payloads arrive in order at the other end; a flush rings the peer once', () => {
     const { a, b, wakeA, wakeB } = pair();
     for (let i = 0; i < 3; i++) {
       const s = a.txClaim(100 + i);
@@ -45,7 +45,7 @@ describe('wire', () => {
     expect(b.rxPeek()).toBe(-1);
   });
 
-  it('wire - a full payload ring or packet ring refuses with -1 until the receiver releases; payloads never wrap', () => {
+  it('mlx5 - wire: a full payload ring or packet ring refuses with -1 until the receiver releases; payloads never wrap', () => {
     const { a, b } = pair({ slots: 4, dataBytes: 4096 });
     expect(a.maxPayload).toBe(1024);
     expect(a.txClaim(1025)).toBe(-1);

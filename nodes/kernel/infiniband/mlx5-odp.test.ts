@@ -128,7 +128,8 @@ describe('mlx5 ODP dma-buf MRs', () => {
       expect(A.exp.moves + B.exp.moves).toBe(8);
       expect(A.exp.leakedMoves + B.exp.leakedMoves).toBe(0);
       const faults = h.nics.reduce((s, d) => s + Atomics.load(d.hca, Mlx5Ctl.STAT_PAGE_FAULTS), 0);
-      expect(faults).toBeGreaterThanOrEqual(8);
+      // every move but the last is followed by an access to the moved MR, which must fault.
+      expect(faults).toBeGreaterThanOrEqual(7);
       expect(h.kernel.iommu.faultLog.drain()).toEqual([]);
     });
   }
