@@ -23,6 +23,7 @@ interface BenchModule {
 const registry: Record<string, () => Promise<BenchModule>> = {
   dma: () => import('./dma-bandwidth.ts') as Promise<BenchModule>,
   fence: () => import('./fence-latency.ts') as Promise<BenchModule>,
+  rdma: () => import('./rdma.ts') as Promise<BenchModule>,
 };
 
 /** Registered bench names, sorted. */
