@@ -12,9 +12,11 @@
  * DOC: work-queue slots stay posted until completed
  * Unlike the device queue of device-runtime.ts, the device does not hand an SQ/RQ slot back
  * when it reads it: it may read ahead (several requests in flight on the wire) and stores the
- * ring's TAIL only when the WQE is retired (completion written, or retired silently when
- * unsignaled). So the slots between TAIL and the producer's position are exactly the
- * outstanding work requests, which is what a flush needs after the device died.
+ * ring's TAIL only when the WQE is retired, just before its completion is published (or
+ * silently when unsignaled), so a poster that counts completions finds that room free, as
+ * libmlx5 frees SQ space from CQEs. The slots between TAIL and the producer's position are the
+ * outstanding work requests, which is what a software flush needs after the device died (a
+ * device dying between the two stores loses that one completion).
  */
 import { RingHdr, RingSlot, ringGetU64, ringPutU64, ringSlotBase } from './ring-layout.ts';
 import { layoutCheck } from './layout.ts';

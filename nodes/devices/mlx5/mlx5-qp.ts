@@ -218,13 +218,17 @@ export class QpHw {
   completeSend(base: number, status: number, byteLen: number): boolean {
     const w = this.sq;
     const signaled = (w[base + SendWqe.FLAGS] & 2) !== 0; // IBV_SEND_SIGNALED
-    if (signaled || status !== IbvWcStatus.IBV_WC_SUCCESS) {
-      const wc = wcOpcodeOf(w[base + SendWqe.OPCODE]);
-      if (!this.sendCq.post(ringGetU64(w, base + SendWqe.WRID_LO), status, wc, byteLen, 0, this.qpn, 0)) {
-        return false;
-      }
+    if (!signaled && status === IbvWcStatus.IBV_WC_SUCCESS) {
+      this.sqRetire();
+      return true;
     }
+    if (!this.sendCq.hasSpace()) return false;
+    const id = ringGetU64(w, base + SendWqe.WRID_LO);
+    const wc = wcOpcodeOf(w[base + SendWqe.OPCODE]);
+    // the slot is free before its completion is visible: a poster counting completions finds
+    // the room they announce (as libmlx5 frees SQ space from the CQE).
     this.sqRetire();
+    this.sendCq.post(id, status, wc, byteLen, 0, this.qpn, 0);
     return true;
   }
 
@@ -235,16 +239,17 @@ export class QpHw {
   flush(): number {
     let n = 0;
     const flushErr = IbvWcStatus.IBV_WC_WR_FLUSH_ERR;
-    for (let b = this.sqAt(this.sqTail); b >= 0; b = this.sqAt(this.sqTail)) {
+    for (let b = this.sqAt(this.sqTail); b >= 0 && this.sendCq.hasSpace(); b = this.sqAt(this.sqTail)) {
       const wc = wcOpcodeOf(this.sq[b + SendWqe.OPCODE]);
-      if (!this.sendCq.post(ringGetU64(this.sq, b + SendWqe.WRID_LO), flushErr, wc, 0, 0, this.qpn, 0)) break;
+      const id = ringGetU64(this.sq, b + SendWqe.WRID_LO);
       this.sqRetire();
+      this.sendCq.post(id, flushErr, wc, 0, 0, this.qpn, 0);
       n++;
     }
-    for (let b = this.rqHead(); b >= 0; b = this.rqHead()) {
+    for (let b = this.rqHead(); b >= 0 && this.recvCq.hasSpace(); b = this.rqHead()) {
       const id = ringGetU64(this.rq, b + RecvWqe.WRID_LO);
-      if (!this.recvCq.post(id, flushErr, IbvWcOpcode.IBV_WC_RECV, 0, 0, this.qpn, 0)) break;
       this.rqRetire();
+      this.recvCq.post(id, flushErr, IbvWcOpcode.IBV_WC_RECV, 0, 0, this.qpn, 0);
       n++;
     }
     this.sqNext = this.sqTail;

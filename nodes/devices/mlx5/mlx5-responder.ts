@@ -92,11 +92,10 @@ export function recvCheck(eng: MkeyEngine, qp: QpHw, len: number): Resp {
 /** Complete the receive at the RQ head with an error and put the QP in the error state. */
 export function recvFail(qp: QpHw, status: number): void {
   const b = qp.rqHead();
-  if (
-    b >= 0 &&
-    qp.recvCq.post(ringGetU64(qp.rq, b + RecvWqe.WRID_LO), status, IbvWcOpcode.IBV_WC_RECV, 0, 0, qp.qpn, 0)
-  ) {
+  if (b >= 0 && qp.recvCq.hasSpace()) {
+    const id = ringGetU64(qp.rq, b + RecvWqe.WRID_LO);
     qp.rqRetire();
+    qp.recvCq.post(id, status, IbvWcOpcode.IBV_WC_RECV, 0, 0, qp.qpn, 0);
   }
   qp.toError();
 }
@@ -109,9 +108,12 @@ export function recvComplete(qp: QpHw, wrOp: number, len: number, imm: number): 
     wrOp === IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM
       ? IbvWcOpcode.IBV_WC_RECV_RDMA_WITH_IMM
       : IbvWcOpcode.IBV_WC_RECV;
-  // recvCheck made sure of the CQ room before any byte moved.
+  const id = ringGetU64(qp.rq, b + RecvWqe.WRID_LO);
+  // free the slot first (a poster counting completions finds the room); recvCheck made sure of
+  // the CQ room before any byte moved.
+  qp.rqRetire();
   qp.recvCq.post(
-    ringGetU64(qp.rq, b + RecvWqe.WRID_LO),
+    id,
     IbvWcStatus.IBV_WC_SUCCESS,
     opcode,
     len,
@@ -119,7 +121,6 @@ export function recvComplete(qp: QpHw, wrOp: number, len: number, imm: number): 
     qp.qpn,
     withImm ? IbvWcFlags.IBV_WC_WITH_IMM : 0,
   );
-  qp.rqRetire();
 }
 
 /** A failed responder check puts the responder QP in the error state as well (rule 16). */
