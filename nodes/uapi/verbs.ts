@@ -8,7 +8,7 @@
  * from the CQ ring (fabric/mlx5-wqe.ts). None of them enters the kernel.
  *
  * Objects are per process (a WeakMap keyed by the Process); ibvCloseDevice destroys what the
- * context still owns. User memory for ibvRegMr comes from mmapAnonymous (the emulator has no
+ * context still owns, and process exit closes every context the process left open. User memory for ibvRegMr comes from mmapAnonymous (the emulator has no
  * process address space yet): it returns the mapping's address and a CPU view of its bytes.
  *
  * Errors: EmuError with an errno naming the argument (EINVAL), ENODEV (device gone), ENOMEM
@@ -146,7 +146,17 @@ const procs = new WeakMap<Process, ProcVerbs>();
 
 function state(proc: Process): ProcVerbs {
   let s = procs.get(proc);
-  if (!s) procs.set(proc, (s = { contexts: new Set(), maps: new Map() }));
+  if (!s) {
+    const st: ProcVerbs = { contexts: new Set(), maps: new Map() };
+    procs.set(proc, (s = st));
+    // Exit closes every context (its QPs, MRs, CQs, PDs) and unmaps the process's memory, as
+    // the uverbs file release does when a process dies without cleaning up.
+    proc.atExit(async () => {
+      for (const ctx of [...st.contexts]) await ibvCloseDevice(ctx);
+      for (const m of st.maps.values()) userPagesFree(proc.kernel, m);
+      st.maps.clear();
+    });
+  }
   return s;
 }
 

@@ -36,6 +36,9 @@ import {
   START_MS,
 } from './fixtures/rdma-host.ts';
 import { mlx5Remove } from './mlx5/mlx5-ib.ts';
+import { dmaHeapAlloc } from '../../uapi/dma-buf.ts';
+import { dmaBufFromFd } from '../dma-buf/dma-buf-file.ts';
+import { processExit } from '../../uapi/process.ts';
 
 afterEach(rdmaTeardown);
 
@@ -47,6 +50,21 @@ function crash(h: Awaited<ReturnType<typeof rdmaHost>>, nic: number): void {
 }
 
 describe('mlx5 lifecycle', () => {
+  it('verbs - process exit closes the contexts it left open: QPs, MRs (dma-buf detached) and its memory are all released', async () => {
+    const h = await rdmaHost();
+    const free0 = h.kernel.ramAlloc.freePages;
+    const [a] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const user = mmapAnonymous(h.proc, 16 << 10);
+    ibvRegMr(a.pd, user.addr, user.length, ALL_ACCESS);
+    const fd = dmaHeapAlloc(h.proc, 'system', { len: 64 << 10 });
+    const buf = dmaBufFromFd(h.proc.fdt, fd, 'test');
+    await withDeadline(ibvRegDmabufMr(a.pd, 0, 64 << 10, 0, fd, ALL_ACCESS), MS, 'reg dmabuf mr');
+    expect(buf.attachments).toHaveLength(1);
+    await withDeadline(processExit(h.proc), START_MS, 'process exit'); // nothing was closed by hand
+    expect(buf.attachments).toHaveLength(0);
+    expect(h.kernel.ramAlloc.freePages).toBe(free0);
+  });
+
   it('mlx5 - a crashed HCA worker: outstanding sends and receives complete WR_FLUSH_ERR from poll_cq, commands fail ENODEV', async () => {
     const h = await rdmaHost({ nic: { testHooks: true } });
     const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0], { rnrRetry: 7, minRnrTimer: 14 });
