@@ -12,31 +12,21 @@ import { O_RDWR } from '../../nodes/uapi/dma-buf.ts';
 import { gpuGemCreate, gpuGemInfo, gpuPrimeHandleToFd, gpuSubmit, gpuWait } from '../../nodes/uapi/gpu.ts';
 import type { Process } from '../../nodes/uapi/process.ts';
 import {
-  IbvAccess,
-  IbvQpAttrMask as M,
-  IbvQpState,
-  IbvQpType,
   IbvSendFlags,
   IbvWcStatus,
   IbvWrOpcode,
   type IbvCq,
   type IbvWc,
-  ibvAllocPd,
-  ibvCreateCq,
-  ibvCreateQp,
-  ibvModifyQp,
   ibvOpenDevice,
   ibvPollCq,
   ibvPostSend,
-  ibvQueryPort,
   ibvRegDmabufMr,
 } from '../../nodes/uapi/verbs.ts';
+import { ALL_ACCESS, rcPair } from '../../nodes/uapi/verbs-rc.ts';
 import { vfioDeviceChecksum, vfioDeviceFeatureDmaBuf, vfioDeviceOpen } from '../../nodes/uapi/vfio.ts';
 import { loadTopologyFile } from '../../topology/load.ts';
 
 const SIZE = 1 << 20;
-const ACCESS =
-  IbvAccess.IBV_ACCESS_LOCAL_WRITE | IbvAccess.IBV_ACCESS_REMOTE_WRITE | IbvAccess.IBV_ACCESS_REMOTE_READ;
 
 export type Say = (line?: string) => void;
 export type Check = (ok: boolean, what: string) => void;
@@ -46,69 +36,6 @@ async function gpuJob(p: Process, gpu: string, args: Parameters<typeof gpuSubmit
   const r = await gpuWait(p, gpu, job, 10_000);
   if (r.status !== 0) throw new Error(`${gpu} job failed with status ${r.status}`);
   return r.result;
-}
-
-// perftest-style setup of one loopback RC pair on mlx5_0 (INIT -> RTR -> RTS both ways).
-async function loopbackPair(p: Process) {
-  const ctx = ibvOpenDevice(p, 'mlx5_0');
-  const pd = ibvAllocPd(ctx);
-  const cq = await ibvCreateCq(ctx, 16);
-  const mk = () =>
-    ibvCreateQp(pd, {
-      send_cq: cq,
-      recv_cq: cq,
-      qp_type: IbvQpType.IBV_QPT_RC,
-      cap: { max_send_wr: 8, max_recv_wr: 8 },
-    });
-  const [a, b] = [await mk(), await mk()];
-  const lid = ibvQueryPort(ctx, 1).lid;
-  for (const [qp, peer] of [
-    [a, b],
-    [b, a],
-  ] as const) {
-    await ibvModifyQp(
-      qp,
-      { qp_state: IbvQpState.IBV_QPS_INIT, pkey_index: 0, port_num: 1, qp_access_flags: ACCESS },
-      M.IBV_QP_STATE | M.IBV_QP_PKEY_INDEX | M.IBV_QP_PORT | M.IBV_QP_ACCESS_FLAGS,
-    );
-    await ibvModifyQp(
-      qp,
-      {
-        qp_state: IbvQpState.IBV_QPS_RTR,
-        path_mtu: 5,
-        dest_qp_num: peer.qp_num,
-        rq_psn: 0,
-        max_dest_rd_atomic: 1,
-        min_rnr_timer: 1,
-        ah_attr: { dlid: lid, port_num: 1 },
-      },
-      M.IBV_QP_STATE |
-        M.IBV_QP_AV |
-        M.IBV_QP_PATH_MTU |
-        M.IBV_QP_DEST_QPN |
-        M.IBV_QP_RQ_PSN |
-        M.IBV_QP_MAX_DEST_RD_ATOMIC |
-        M.IBV_QP_MIN_RNR_TIMER,
-    );
-    await ibvModifyQp(
-      qp,
-      {
-        qp_state: IbvQpState.IBV_QPS_RTS,
-        sq_psn: 0,
-        timeout: 10,
-        retry_cnt: 3,
-        rnr_retry: 7,
-        max_rd_atomic: 1,
-      },
-      M.IBV_QP_STATE |
-        M.IBV_QP_SQ_PSN |
-        M.IBV_QP_TIMEOUT |
-        M.IBV_QP_RETRY_CNT |
-        M.IBV_QP_RNR_RETRY |
-        M.IBV_QP_MAX_QP_RD_ATOMIC,
-    );
-  }
-  return { pd, cq, qp: a };
 }
 
 async function pollOne(cq: IbvCq): Promise<IbvWc> {
@@ -122,9 +49,10 @@ async function pollOne(cq: IbvCq): Promise<IbvWc> {
 }
 
 async function rdmaWrite(p: Process, srcFd: number, dstFd: number): Promise<IbvWc> {
-  const { pd, cq, qp } = await loopbackPair(p);
-  const smr = await ibvRegDmabufMr(pd, 0, SIZE, 0, srcFd, ACCESS);
-  const dmr = await ibvRegDmabufMr(pd, 0, SIZE, 0, dstFd, ACCESS);
+  const ctx = ibvOpenDevice(p, 'mlx5_0');
+  const [{ pd, cq, qp }] = await rcPair(ctx, ctx);
+  const smr = await ibvRegDmabufMr(pd, 0, SIZE, 0, srcFd, ALL_ACCESS);
+  const dmr = await ibvRegDmabufMr(pd, 0, SIZE, 0, dstFd, ALL_ACCESS);
   ibvPostSend(qp, {
     wr_id: 1,
     opcode: IbvWrOpcode.IBV_WR_RDMA_WRITE,
