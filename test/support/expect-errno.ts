@@ -15,3 +15,16 @@ export async function expectCode(p: Promise<unknown> | (() => unknown), code: st
   }
   throw new Error(`expected ${code}, nothing was thrown`);
 }
+
+/** Synchronous form: `fn` must throw an EmuError of `code` whose message matches `text`. */
+export function expectErr(fn: () => unknown, code: string, text: RegExp): void {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(EmuError);
+    expect((e as EmuError).code).toBe(code);
+    expect((e as EmuError).message).toMatch(text);
+    return;
+  }
+  throw new Error(`expected ${code} matching ${text}`);
+}

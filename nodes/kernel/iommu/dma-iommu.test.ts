@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { EmuError } from '../../../common/errno.ts';
 import { dmaFill, dmaRead, DmaStatus } from '../../fabric/dma.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
 import { iommuDmaAllocIova, iommuDmaFreeIova, iommuDmaMapSg, iommuDmaUnmapSg } from './dma-iommu.ts';
@@ -13,21 +12,10 @@ import {
   iommuIovaToPhys,
   iommuMap,
 } from './iommu.ts';
+import { expectErr } from '../../../test/support/expect-errno.ts';
 
 const RW = IOMMU_READ | IOMMU_WRITE;
 const DEV = 0x0200;
-
-function expectErr(fn: () => unknown, code: string, text: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    expect((e as EmuError).message).toMatch(text);
-    return;
-  }
-  throw new Error(`expected ${code} matching ${text}`);
-}
 
 describe('dma-iommu', () => {
   let host: TestHost;

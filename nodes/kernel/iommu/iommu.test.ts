@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { EmuError } from '../../../common/errno.ts';
 import { onTrace } from '../../../common/trace.ts';
 import { dmaFill, dmaRead, DmaStatus, dmaWrite } from '../../fabric/dma.ts';
 import { DmaAccess, IommuFaultReason } from '../../fabric/iommu-layout.ts';
@@ -18,21 +17,10 @@ import {
   iommuMap,
   iommuUnmap,
 } from './iommu.ts';
+import { expectErr } from '../../../test/support/expect-errno.ts';
 
 const RW = IOMMU_READ | IOMMU_WRITE;
 const DEV = 0x0100; // bus 1, dev 0, fn 0
-
-function expectErr(fn: () => unknown, code: string, text: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    expect((e as EmuError).message).toMatch(text);
-    return;
-  }
-  throw new Error(`expected ${code} matching ${text}`);
-}
 
 describe('iommu', () => {
   let host: TestHost;

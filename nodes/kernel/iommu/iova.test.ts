@@ -1,20 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { EmuError } from '../../../common/errno.ts';
+import type { EmuError } from '../../../common/errno.ts';
 import { Rng } from '../../../common/random.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
 import { type Iova, IovaDomain, iovaPages, iovaShift } from './iova.ts';
-
-function expectErr(fn: () => unknown, code: string, text: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    expect((e as EmuError).message).toMatch(text);
-    return;
-  }
-  throw new Error(`expected ${code} matching ${text}`);
-}
+import { expectErr } from '../../../test/support/expect-errno.ts';
 
 describe('iova', () => {
   it('iova - allocation is top-down from the limit, below earlier ranges', () => {

@@ -1,20 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { EmuError } from '../../../common/errno.ts';
 import { PAGE_SHIFT, PAGE_SIZE } from '../../fabric/page.ts';
 import { PageAllocator } from './page-alloc.ts';
 import { MemRegionKind, memRegionCreate } from './region.ts';
-
-function expectErr(fn: () => unknown, code: string, text: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    expect((e as EmuError).message).toMatch(text);
-    return;
-  }
-  throw new Error(`expected ${code} matching ${text}`);
-}
+import { expectErr } from '../../../test/support/expect-errno.ts';
 
 const ram = (pages: number, name = 'ram-t') => memRegionCreate(name, MemRegionKind.RAM, pages * PAGE_SIZE);
 

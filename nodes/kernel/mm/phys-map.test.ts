@@ -1,23 +1,11 @@
 import { MessageChannel } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { EmuError } from '../../../common/errno.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
 import { PhysMapView } from '../../fabric/phys-map.ts';
 import { HostLayout } from '../../fabric/phys-map-layout.ts';
 import { PhysMap, PhysWindowKind } from './phys-map.ts';
 import { MemRegionKind, memRegionCreate } from './region.ts';
-
-function expectErr(fn: () => unknown, code: string, text: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(EmuError);
-    expect((e as EmuError).code).toBe(code);
-    expect((e as EmuError).message).toMatch(text);
-    return;
-  }
-  throw new Error(`expected ${code} matching ${text}`);
-}
+import { expectErr } from '../../../test/support/expect-errno.ts';
 
 function host() {
   const map = new PhysMap();
