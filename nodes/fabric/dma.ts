@@ -1,20 +1,21 @@
 /**
- * The device DMA path: every DMA a device makes passes through dmaRoute(), the single routing
- * point where a TLP analyzer or a DMA sanitizer hooks in (DmaCtx.hook, one null check per run).
+ * The device DMA path: every DMA a device makes passes through one routing point, RunCursor.next()
+ * below, where a TLP analyzer or a DMA sanitizer hooks in (DmaCtx.hook, one null check per run).
  *
  * Device side only: imports fabric/ and common/, never nodes/kernel/. A worker receives a
  * DmaCtxDescriptor from the kernel (iommuDeviceDmaCtx(), passed in workerData with its port in
  * transferList) and builds `new DmaCtx(desc)`. From then on it translates on its own:
- *   - IOVA accesses walk the attached domain's shared page table (iommu-layout.ts) per page,
- *     merge physically contiguous pages into runs and copy each run with one
- *     TypedArray.prototype.set (copyWithin on SABs is several times slower);
+ *   - IOVA accesses translate through the device's IOTLB (fabric/iotlb.ts), which walks the
+ *     attached domain's shared page table on a miss; physically contiguous pages merge into
+ *     runs and each run is copied with one TypedArray.prototype.set (copyWithin on SABs is
+ *     several times slower);
  *   - bus accesses (P2P without IOMMU) resolve the bus address against BAR windows only.
  * Kernel updates (newly attached domain, new BAR windows) arrive on the ctx's port before the
- * shared word that announces them moves; dmaCtxSync() drains them synchronously.
- *
- * No IOTLB is modelled: every page is translated at access time, so an unmap is seen by the
- * next translation. A run already translated may still be copied after a concurrent unmap,
- * like a TLP in flight before the invalidation completes.
+ * kernel bumps DevCtx.INVAL; the device loads INVAL before each run and, when it moved, drains
+ * the port, re-reads the attached domain and flushes its IOTLB (dmaCtxSync()). So an unmap, a
+ * detach or a new window is seen by the next run (strict invalidation, DOC: IOTLB). A run
+ * already translated may still be copied after a concurrent unmap, like a TLP in flight before
+ * the invalidation completes.
  *
  * Errors never throw: each entry returns DmaStatus.OK (0) or a negative errno. A translation
  * fault or unsupported request is appended to the IOMMU fault ring before returning; bytes of
@@ -23,26 +24,13 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { Errno } from '../../common/errno.ts';
 import { FaultRingProducer } from './iommu-fault-ring.ts';
-import {
-  DevCtx,
-  DmaAccess,
-  IommuDomainType,
-  IommuFaultReason,
-  LEAF_ENTRIES,
-  LEAF_SHIFT,
-  LEAF_WORDS,
-  PGTABLE_HDR_WORDS,
-  PgtableHdr,
-  PTE_PFN_HI_MASK,
-  PTE_PFN_HI_SHIFT,
-  PTE_PRESENT,
-  PTE_READ,
-  PTE_WRITE,
-  Pte,
-} from './iommu-layout.ts';
+import { type DmaDomainDescriptor, DomainTables, Iotlb, iotlbLookup } from './iotlb.ts';
+import { DevCtx, DmaAccess, IommuDomainType, IommuFaultReason, PTE_READ, PTE_WRITE } from './iommu-layout.ts';
 import { MAX_ADDR, PAGE_SIZE } from './page.ts';
 import { PhysMapView } from './phys-map.ts';
 import { type PhysMapDescriptor, type PhysMapUpdate, PhysWindowKind } from './phys-map-layout.ts';
+
+export type { DmaDomainDescriptor } from './iotlb.ts';
 
 /** Return values of the dma* entries: 0 or a negative errno. */
 export const DmaStatus = {
@@ -64,6 +52,7 @@ export type DmaOp = (typeof DmaOp)[keyof typeof DmaOp];
  * Hook at the routing point, called once per contiguous run before its copy.
  * `addr` is the run's IOVA (or bus address when `bus`), `phys` its physical/bus target.
  * Return 0 to let the run proceed, or a negative errno to stop the DMA with that status.
+ * A hook may start DMAs of its own (the cursors are stacked), and may unmap: the next run sees it.
  */
 export type DmaHook = (
   ctx: DmaCtx,
@@ -73,14 +62,6 @@ export type DmaHook = (
   length: number,
   bus: boolean,
 ) => number;
-
-/** A domain's table as it crosses to a worker. */
-export interface DmaDomainDescriptor {
-  id: number;
-  type: IommuDomainType;
-  /** The domain's page table SAB (growable); header only for IDENTITY and BLOCKED. */
-  sab: SharedArrayBuffer;
-}
 
 /** Posted to a device's ctx port before the device context entry names the domain. */
 export interface DmaDomainUpdate {
@@ -102,27 +83,6 @@ export interface DmaCtxDescriptor {
   port: MessagePort | null;
 }
 
-/** Reader state of one domain table. */
-class DomainTables {
-  readonly id: number;
-  readonly type: IommuDomainType;
-  readonly sab: SharedArrayBuffer;
-  /** Fixed-length view (fast); rebuilt when a leaf lies past its end. */
-  words: Int32Array;
-  readonly dirWords: number;
-  /** First IOVA beyond the aperture. */
-  readonly limit: number;
-
-  constructor(d: DmaDomainDescriptor) {
-    this.id = d.id;
-    this.type = d.type;
-    this.sab = d.sab;
-    this.words = new Int32Array(d.sab, 0, d.sab.byteLength >> 2);
-    this.dirWords = this.words[PgtableHdr.DIR_WORDS];
-    this.limit = 2 ** this.words[PgtableHdr.APERTURE_BITS];
-  }
-}
-
 /** Per-device translation context, owned by the device's thread. */
 export class DmaCtx {
   readonly deviceId: number;
@@ -134,9 +94,13 @@ export class DmaCtx {
   faultCount = 0;
   readonly devCtx: Int32Array;
   readonly port: MessagePort | null;
+  /** The device's translation cache (flushed by sync()). */
+  readonly iotlb = new Iotlb();
   /** Attached domain as last synced; null = none or BLOCKED. */
   dom: DomainTables | null = null;
   domId = 0;
+  /** DevCtx.INVAL as of the last sync(). */
+  inval = 0;
   private readonly domains = new Map<number, DomainTables>();
 
   constructor(desc: DmaCtxDescriptor) {
@@ -155,10 +119,12 @@ export class DmaCtx {
   }
 
   /**
-   * Pull pending kernel updates from the port and re-read the attached domain. Never waits
-   * (receiveMessageOnPort). Called by: dmaCtxSync().
+   * Pull pending kernel updates from the port, re-read the attached domain and flush the IOTLB.
+   * Never waits (receiveMessageOnPort). Called by: dmaCtxSync().
    */
   sync(): void {
+    // INVAL first: a bump after this load makes the next run sync again.
+    this.inval = Atomics.load(this.devCtx, DevCtx.INVAL);
     const port = this.port;
     if (port !== null) {
       for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
@@ -174,6 +140,7 @@ export class DmaCtx {
     const dom = this.domains.get(id);
     this.domId = id;
     this.dom = dom !== undefined && dom.type !== IommuDomainType.BLOCKED ? dom : null;
+    this.iotlb.flush();
   }
 
   /** Close the update port. Idempotent. */
@@ -183,8 +150,8 @@ export class DmaCtx {
 }
 
 /**
- * Pick up kernel updates (attached domain, phys map). Called by: dmaRoute() when the context
- * entry or the phys map generation moved; device code may call it at any time.
+ * Pick up kernel updates (attached domain, phys map) and flush the IOTLB. Called by: the routing
+ * point when DevCtx.INVAL moved; device code may call it at any time.
  */
 export function dmaCtxSync(ctx: DmaCtx): void {
   ctx.sync();
@@ -195,56 +162,19 @@ export function dmaCtxSync(ctx: DmaCtx): void {
 // per page. Module-local consts cost nothing either way.
 const kPage = PAGE_SIZE;
 const kMaxAddr = MAX_ADDR;
-const kHdr = PGTABLE_HDR_WORDS;
-const kLeafShift = LEAF_SHIFT;
-const kLeafWords = LEAF_WORDS;
-const kLeafMask = LEAF_ENTRIES - 1;
-const kCtl = Pte.CTL;
-const kPfnLo = Pte.PFN_LO;
-const kPresent = PTE_PRESENT;
+const kInvalWord = DevCtx.INVAL;
 const kNeedRead = PTE_READ;
 const kNeedWrite = PTE_WRITE;
-const kPfnHiShift = PTE_PFN_HI_SHIFT;
-const kPfnHiMask = PTE_PFN_HI_MASK;
 const kNotPresent = IommuFaultReason.NOT_PRESENT;
 const kPerm = IommuFaultReason.PERM;
 const kBlocked = IommuFaultReason.BLOCKED;
 const kUnsupported = IommuFaultReason.UNSUPPORTED_REQUEST;
-const kDomainWord = DevCtx.DOMAIN_ID;
 const kAccessRead = DmaAccess.READ;
 const kAccessWrite = DmaAccess.WRITE;
 const kIdentity = IommuDomainType.IDENTITY;
 const kBar = PhysWindowKind.BAR;
-
-/**
- * Translate one IOVA through a paging domain: the physical address (>= 0), or the negated
- * IommuFaultReason. Allocation-free; a few Atomics.load per call.
- */
-function translate(t: DomainTables, iova: number, need: number): number {
-  if (iova >= t.limit) return -kNotPresent;
-  // aperture <= 2^40, so the IOVA pfn is < 2^28 and fits int32 arithmetic.
-  const pfn = (iova / kPage) | 0;
-  let w = t.words;
-  // directory slots change only 0 -> n; loading n makes the leaf's bytes (grown first) visible.
-  const leaf = Atomics.load(w, kHdr + (pfn >>> kLeafShift));
-  if (leaf === 0) return -kNotPresent;
-  const e = kHdr + t.dirWords + (leaf - 1) * kLeafWords + ((pfn & kLeafMask) << 1);
-  if (e + kPfnLo >= w.length) {
-    // the table grew since this view was made (slow path, once per growth).
-    w = t.words = new Int32Array(t.sab, 0, t.sab.byteLength >> 2);
-    if (e + kPfnLo >= w.length) return -kNotPresent; // unreachable with a well-behaved kernel; never throw
-  }
-  for (;;) {
-    // seqlock read: CTL, then PFN_LO, then CTL again; a changed CTL means a concurrent (un)map.
-    const ctl = Atomics.load(w, e + kCtl);
-    if ((ctl & kPresent) === 0) return -kNotPresent;
-    if ((ctl & need) === 0) return -kPerm;
-    const lo = Atomics.load(w, e + kPfnLo);
-    if (Atomics.load(w, e + kCtl) !== ctl) continue;
-    const hi = (ctl >>> kPfnHiShift) & kPfnHiMask;
-    return hi * 2 ** 44 + (lo >>> 0) * kPage + (iova % kPage);
-  }
-}
+/** Up to this many bytes a run is copied with a loop instead of subarray + set (measured: faster). */
+const kSmallCopy = 64;
 
 function fault(
   ctx: DmaCtx,
@@ -260,8 +190,104 @@ function fault(
 }
 
 /**
- * The routing point. `buf` is the device-local buffer (source for WRITE, destination for READ,
- * null for FILL). Returns DmaStatus.OK or a negative errno; never throws for device input.
+ * One side of a DMA in progress, resolved run by run: the routing point. Cursors are reused
+ * from a stack (cursorGet/cursorPut), so a DMA allocates nothing and a hook may start its own.
+ */
+class RunCursor {
+  ctx: DmaCtx | null = null;
+  op: DmaOp = DmaOp.READ;
+  bus = false;
+  access: DmaAccess = kAccessRead;
+  need = kNeedRead;
+  /** Outputs of next(): window bytes, offset of the run in them, its length. */
+  mem: Uint8Array = new Uint8Array(0);
+  off = 0;
+  run = 0;
+
+  begin(ctx: DmaCtx, op: DmaOp, bus: boolean): void {
+    this.ctx = ctx;
+    this.op = op;
+    this.bus = bus;
+    this.access = op === DmaOp.READ ? kAccessRead : kAccessWrite;
+    this.need = op === DmaOp.READ ? kNeedRead : kNeedWrite;
+  }
+
+  /**
+   * Resolve the run at `a` of at most `max` bytes: invalidation check (one Atomics.load),
+   * translation through the IOTLB with merging of physically contiguous extents, the window
+   * clamp, then the hook. Returns 0 with mem/off/run set, or the fault status (recorded).
+   */
+  next(a: number, max: number): number {
+    const ctx = this.ctx!;
+    if (Atomics.load(ctx.devCtx, kInvalWord) !== ctx.inval) ctx.sync();
+    const dom = ctx.dom;
+    const bus = this.bus;
+    let p: number;
+    let run: number;
+    if (bus || dom === null || dom.type === kIdentity) {
+      if (!bus && dom === null) return fault(ctx, a, this.access, false, kBlocked, max);
+      p = a; // bus address, or IDENTITY: iova == phys; the window clamp below splits the run
+      run = max;
+    } else {
+      if (a >= dom.limit) return fault(ctx, a, this.access, false, kNotPresent, max);
+      const tlb = ctx.iotlb;
+      const need = this.need;
+      const inPage = a % kPage;
+      // aperture <= 2^40, so the IOVA pfn is < 2^28 and fits int32 arithmetic.
+      let pfn = ((a - inPage) / kPage) | 0;
+      let sl = iotlbLookup(tlb, dom, pfn, Math.ceil((inPage + max) / kPage));
+      if (sl < 0) return fault(ctx, a, this.access, false, -sl, max);
+      if ((tlb.perm[sl] & need) === 0) return fault(ctx, a, this.access, false, kPerm, max);
+      p = tlb.phys[sl] + inPage;
+      run = tlb.pages[sl] * kPage - inPage;
+      // merge the following extents while they continue physically with the same permission
+      while (run < max) {
+        const np = pfn + tlb.pages[sl];
+        if (np * kPage >= dom.limit) break;
+        const s2 = iotlbLookup(tlb, dom, np, Math.ceil((max - run) / kPage));
+        if (s2 < 0 || (tlb.perm[s2] & need) === 0 || tlb.phys[s2] !== p + run) break;
+        pfn = np;
+        sl = s2;
+        run += tlb.pages[s2] * kPage;
+      }
+      if (run > max) run = max;
+    }
+    const pv = ctx.phys;
+    const wi = bus ? pv.findBus(p) : pv.findPhys(p);
+    if (wi < 0 || (bus && pv.kind[wi] !== kBar)) return fault(ctx, a, this.access, bus, kUnsupported, max);
+    const wStart = bus ? pv.busStart[wi] : pv.start[wi];
+    const wEnd = bus ? pv.busEnd[wi] : pv.end[wi];
+    if (p + run > wEnd) run = wEnd - p; // the rest starts a new run in the next window (or faults)
+    const hook = ctx.hook;
+    if (hook !== null) {
+      const s = hook(ctx, this.op, a, p, run, bus);
+      if (s !== 0) return s;
+    }
+    this.mem = pv.bytes[wi];
+    this.off = pv.regionOffset[wi] + (p - wStart);
+    this.run = run;
+    return DmaStatus.OK;
+  }
+}
+
+const cursors: RunCursor[] = [new RunCursor(), new RunCursor()];
+let depth = 0;
+
+function cursorGet(): RunCursor {
+  if (depth === cursors.length) cursors.push(new RunCursor());
+  return cursors[depth++];
+}
+
+function validRange(addr: number, length: number): boolean {
+  return (
+    Number.isInteger(addr) && addr >= 0 && Number.isInteger(length) && length > 0 && addr + length <= kMaxAddr
+  );
+}
+
+/**
+ * One device access between a device-local buffer and memory. `buf` is the source for WRITE, the
+ * destination for READ, null for FILL. Returns DmaStatus.OK or a negative errno; never throws
+ * for device input.
  */
 function dmaRoute(
   ctx: DmaCtx,
@@ -274,74 +300,35 @@ function dmaRoute(
   value: number,
 ): number {
   if (length === 0) return DmaStatus.OK;
-  if (
-    !(
-      Number.isInteger(addr) &&
-      addr >= 0 &&
-      Number.isInteger(length) &&
-      length > 0 &&
-      addr + length <= kMaxAddr
-    )
-  ) {
-    return DmaStatus.EINVAL;
-  }
+  if (!validRange(addr, length)) return DmaStatus.EINVAL;
   if (buf !== null && !(Number.isInteger(bufOff) && bufOff >= 0 && bufOff + length <= buf.length)) {
     return DmaStatus.EINVAL;
   }
-  // pick up kernel updates: two Atomics.load per DMA, not per page.
-  if (Atomics.load(ctx.devCtx, kDomainWord) !== ctx.domId || ctx.phys.stale) dmaCtxSync(ctx);
-  const access = op === DmaOp.READ ? kAccessRead : kAccessWrite;
-  const need = op === DmaOp.READ ? kNeedRead : kNeedWrite;
-  const pv = ctx.phys;
-  const dom = ctx.dom;
-  const paging = !bus && dom !== null && dom.type !== kIdentity;
-  const hook = ctx.hook;
-  let done = 0;
-  let nextAddr = -1; // a translation already done for the page at nextAddr (merge look-ahead)
-  let nextPhys = -1;
-  while (done < length) {
-    const a = addr + done;
-    let p: number;
-    let run: number;
-    if (!paging) {
-      if (!bus && dom === null) return fault(ctx, a, access, bus, kBlocked, length - done);
-      p = a; // bus address, or IDENTITY: iova == phys; the window clamp below splits the run
-      run = length - done;
-    } else {
-      p = a === nextAddr ? nextPhys : translate(dom, a, need);
-      nextAddr = -1;
-      if (p < 0) return fault(ctx, a, access, bus, -p, length - done);
-      run = Math.min(kPage - (a % kPage), length - done);
-      // merge following pages while they are physically contiguous
-      while (done + run < length) {
-        const np = translate(dom, a + run, need);
-        if (np !== p + run) {
-          nextAddr = a + run;
-          nextPhys = np;
-          break;
-        }
-        run += Math.min(kPage, length - done - run);
-      }
+  const c = cursorGet();
+  let status: number = DmaStatus.OK;
+  try {
+    c.begin(ctx, op, bus);
+    for (let done = 0; done < length; ) {
+      status = c.next(addr + done, length - done);
+      if (status !== 0) break;
+      const n = c.run;
+      const mem = c.mem;
+      const off = c.off;
+      const at = bufOff + done;
+      if (op === DmaOp.FILL) mem.fill(value, off, off + n);
+      else if (n <= kSmallCopy) {
+        // a few bytes (doorbell-sized messages): a loop beats creating a subarray for set().
+        const b = buf!;
+        if (op === DmaOp.WRITE) for (let i = 0; i < n; i++) mem[off + i] = b[at + i];
+        else for (let i = 0; i < n; i++) b[at + i] = mem[off + i];
+      } else if (op === DmaOp.WRITE) mem.set(buf!.subarray(at, at + n), off);
+      else buf!.set(mem.subarray(off, off + n), at);
+      done += n;
     }
-    const wi = bus ? pv.findBus(p) : pv.findPhys(p);
-    if (wi < 0 || (bus && pv.kind[wi] !== kBar)) {
-      return fault(ctx, a, access, bus, kUnsupported, length - done);
-    }
-    const wStart = bus ? pv.busStart[wi] : pv.start[wi];
-    const wEnd = bus ? pv.busEnd[wi] : pv.end[wi];
-    if (p + run > wEnd) run = wEnd - p; // the rest starts a new run in the next window (or faults)
-    const off = pv.regionOffset[wi] + (p - wStart);
-    const mem = pv.bytes[wi];
-    if (hook !== null) {
-      const s = hook(ctx, op, a, p, run, bus);
-      if (s !== 0) return s;
-    }
-    if (op === DmaOp.WRITE) mem.set(buf!.subarray(bufOff + done, bufOff + done + run), off);
-    else if (op === DmaOp.READ) buf!.set(mem.subarray(off, off + run), bufOff + done);
-    else mem.fill(value, off, off + run);
-    done += run;
+  } finally {
+    depth--;
   }
-  return DmaStatus.OK;
+  return status;
 }
 
 /**
@@ -389,144 +376,6 @@ export function dmaWriteBus(
 }
 
 /**
- * One side of a dmaCopy(): the routing state of a DMA in progress, resolved run by run. Two of
- * these live at module level and are reused, so a copy allocates nothing (the hot path of an
- * RDMA NIC moving a message between two memory regions).
- */
-class RunCursor {
-  ctx: DmaCtx | null = null;
-  op: DmaOp = DmaOp.READ;
-  bus = false;
-  paging = false;
-  dom: DomainTables | null = null;
-  access: DmaAccess = kAccessRead;
-  need = kNeedRead;
-  // merge look-ahead: a translation already done for the page at nextAddr
-  nextAddr = -1;
-  nextPhys = -1;
-  /** Outputs of next(): window bytes, offset of the run in them, its length. */
-  mem: Uint8Array = new Uint8Array(0);
-  off = 0;
-  run = 0;
-
-  begin(ctx: DmaCtx, op: DmaOp, bus: boolean): void {
-    // pick up kernel updates: two Atomics.load per side and DMA, not per page (as dmaRoute).
-    if (Atomics.load(ctx.devCtx, kDomainWord) !== ctx.domId || ctx.phys.stale) dmaCtxSync(ctx);
-    this.ctx = ctx;
-    this.op = op;
-    this.bus = bus;
-    this.dom = ctx.dom;
-    this.paging = !bus && ctx.dom !== null && ctx.dom.type !== kIdentity;
-    this.access = op === DmaOp.READ ? kAccessRead : kAccessWrite;
-    this.need = op === DmaOp.READ ? kNeedRead : kNeedWrite;
-    this.nextAddr = -1;
-  }
-
-  /**
-   * Resolve the run at `a` of at most `max` bytes (same rules as dmaRoute: page walk with
-   * merging, window clamp, hook). Returns 0 with mem/off/run set, or the fault status (recorded).
-   */
-  next(a: number, max: number): number {
-    const ctx = this.ctx!;
-    const dom = this.dom;
-    let p: number;
-    let run: number;
-    if (!this.paging) {
-      if (!this.bus && dom === null) return fault(ctx, a, this.access, false, kBlocked, max);
-      p = a;
-      run = max;
-    } else {
-      p = a === this.nextAddr ? this.nextPhys : translate(dom!, a, this.need);
-      this.nextAddr = -1;
-      if (p < 0) return fault(ctx, a, this.access, false, -p, max);
-      run = Math.min(kPage - (a % kPage), max);
-      if (run < max) run = mergeLeaf(this, dom!, a, p, run, max);
-    }
-    const pv = ctx.phys;
-    const bus = this.bus;
-    const wi = bus ? pv.findBus(p) : pv.findPhys(p);
-    if (wi < 0 || (bus && pv.kind[wi] !== kBar)) return fault(ctx, a, this.access, bus, kUnsupported, max);
-    const wStart = bus ? pv.busStart[wi] : pv.start[wi];
-    const wEnd = bus ? pv.busEnd[wi] : pv.end[wi];
-    if (p + run > wEnd) {
-      run = wEnd - p;
-      this.nextAddr = -1; // the look-ahead belonged to the clamped-off tail
-    }
-    const hook = ctx.hook;
-    if (hook !== null) {
-      const s = hook(ctx, this.op, a, p, run, bus);
-      if (s !== 0) return s;
-    }
-    this.mem = pv.bytes[wi];
-    this.off = pv.regionOffset[wi] + (p - wStart);
-    this.run = run;
-    return DmaStatus.OK;
-  }
-
-  end(): void {
-    this.ctx = null;
-    this.dom = null;
-  }
-}
-
-/**
- * Extend the run [a, a + run) -> p while the following pages are physically contiguous, walking
- * the PTEs of the current leaf directly (same seqlock read as translate(), without the per-page
- * division and directory lookup); a new leaf goes through translate(). A page that breaks the
- * run is left in the cursor's look-ahead. Returns the run length.
- */
-function mergeLeaf(c: RunCursor, dom: DomainTables, a: number, p: number, run: number, max: number): number {
-  const need = c.need;
-  let next = a + run; // page aligned from here on
-  let pfn = (next / kPage) | 0;
-  let e = -1;
-  let w = dom.words;
-  while (run < max) {
-    let np: number;
-    if ((pfn & kLeafMask) === 0 || e < 0 || next >= dom.limit) {
-      np = translate(dom, next, need);
-      w = dom.words;
-      // the PTE index of this page, to continue in its leaf
-      const leaf = next < dom.limit ? Atomics.load(w, kHdr + (pfn >>> kLeafShift)) : 0;
-      e = leaf === 0 ? -1 : kHdr + dom.dirWords + (leaf - 1) * kLeafWords + ((pfn & kLeafMask) << 1);
-    } else {
-      e += 2;
-      np = -kNotPresent;
-      for (;;) {
-        if (e + kPfnLo >= w.length) {
-          np = translate(dom, next, need);
-          break;
-        }
-        const ctl = Atomics.load(w, e + kCtl);
-        if ((ctl & kPresent) === 0) break;
-        if ((ctl & need) === 0) {
-          np = -kPerm;
-          break;
-        }
-        const lo = Atomics.load(w, e + kPfnLo);
-        if (Atomics.load(w, e + kCtl) !== ctl) continue;
-        np = ((ctl >>> kPfnHiShift) & kPfnHiMask) * 2 ** 44 + (lo >>> 0) * kPage;
-        break;
-      }
-    }
-    if (np !== p + run) {
-      c.nextAddr = next;
-      c.nextPhys = np;
-      break;
-    }
-    run += Math.min(kPage, max - run);
-    next += kPage;
-    pfn++;
-  }
-  return run;
-}
-
-const srcCursor = new RunCursor();
-/** Up to this many bytes dmaCopy copies with a loop instead of subarray + set (measured: faster). */
-const kSmallCopy = 64;
-const dstCursor = new RunCursor();
-
-/**
  * Device-to-memory-to-memory copy with no intermediate buffer: `length` bytes from `srcAddr`
  * (through `srcCtx`: its IOMMU domain, or a bus address when `srcBus`) to `dstAddr` (through
  * `dstCtx`, or a bus address when `dstBus`). Both sides are translated by the same rules as
@@ -535,8 +384,7 @@ const dstCursor = new RunCursor();
  * The bytes move with one TypedArray.prototype.set per pair of overlapping runs.
  *
  * Called by: device workers that move data between two memory regions (an RDMA NIC's loopback
- * WRITE/READ between two MRs). Thread: the device's. Not re-entrant (shared cursors): a hook
- * must not start another dmaCopy.
+ * WRITE/READ between two MRs). Thread: the device's.
  * Returns: DmaStatus.OK, EFAULT/EIO (a translation fault on either side, recorded in that side's
  * fault ring; bytes of earlier runs have landed), EINVAL (bad range). Never throws.
  */
@@ -550,57 +398,45 @@ export function dmaCopy(
   length: number,
 ): number {
   if (length === 0) return DmaStatus.OK;
-  if (
-    !(
-      Number.isInteger(length) &&
-      length > 0 &&
-      Number.isInteger(srcAddr) &&
-      srcAddr >= 0 &&
-      srcAddr + length <= kMaxAddr &&
-      Number.isInteger(dstAddr) &&
-      dstAddr >= 0 &&
-      dstAddr + length <= kMaxAddr
-    )
-  ) {
-    return DmaStatus.EINVAL;
-  }
-  const s = srcCursor;
-  const d = dstCursor;
-  s.begin(srcCtx, DmaOp.READ, srcBus);
-  d.begin(dstCtx, DmaOp.WRITE, dstBus);
-  let done = 0;
-  let sLeft = 0; // bytes left of the current source run, at s.mem[sOff]
-  let sOff = 0;
-  let dLeft = 0;
-  let dOff = 0;
+  if (!validRange(srcAddr, length) || !validRange(dstAddr, length)) return DmaStatus.EINVAL;
+  const s = cursorGet();
+  const d = cursorGet();
   let status: number = DmaStatus.OK;
-  while (done < length) {
-    if (sLeft === 0) {
-      status = s.next(srcAddr + done, length - done);
-      if (status !== 0) break;
-      sLeft = s.run;
-      sOff = s.off;
+  try {
+    s.begin(srcCtx, DmaOp.READ, srcBus);
+    d.begin(dstCtx, DmaOp.WRITE, dstBus);
+    let done = 0;
+    let sLeft = 0; // bytes left of the current source run, at s.mem[sOff]
+    let sOff = 0;
+    let dLeft = 0;
+    let dOff = 0;
+    while (done < length) {
+      if (sLeft === 0) {
+        status = s.next(srcAddr + done, length - done);
+        if (status !== 0) break;
+        sLeft = s.run;
+        sOff = s.off;
+      }
+      if (dLeft === 0) {
+        status = d.next(dstAddr + done, length - done);
+        if (status !== 0) break;
+        dLeft = d.run;
+        dOff = d.off;
+      }
+      const n = sLeft < dLeft ? sLeft : dLeft;
+      if (n <= kSmallCopy) {
+        const sm = s.mem;
+        const dm = d.mem;
+        for (let i = 0; i < n; i++) dm[dOff + i] = sm[sOff + i];
+      } else d.mem.set(s.mem.subarray(sOff, sOff + n), dOff);
+      sLeft -= n;
+      sOff += n;
+      dLeft -= n;
+      dOff += n;
+      done += n;
     }
-    if (dLeft === 0) {
-      status = d.next(dstAddr + done, length - done);
-      if (status !== 0) break;
-      dLeft = d.run;
-      dOff = d.off;
-    }
-    const n = sLeft < dLeft ? sLeft : dLeft;
-    if (n <= kSmallCopy) {
-      // a few bytes (doorbell-sized messages): a loop beats creating a subarray for set().
-      const sm = s.mem;
-      const dm = d.mem;
-      for (let i = 0; i < n; i++) dm[dOff + i] = sm[sOff + i];
-    } else d.mem.set(s.mem.subarray(sOff, sOff + n), dOff);
-    sLeft -= n;
-    sOff += n;
-    dLeft -= n;
-    dOff += n;
-    done += n;
+  } finally {
+    depth -= 2;
   }
-  s.end();
-  d.end();
   return status;
 }

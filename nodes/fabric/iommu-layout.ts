@@ -16,7 +16,8 @@
  *    directory slot that points past the old end, so a reader that sees the slot finds the
  *    leaf in sab.byteLength.
  * 2. Device context entry: a small SAB per device (VT-d context entry / AMD DTE) naming the
- *    domain the device is attached to; 0 means none (every access is BLOCKED).
+ *    domain the device is attached to (0 means none: every access is BLOCKED), and the
+ *    invalidation word that flushes the device's IOTLB (fabric/iotlb.ts DOC: IOTLB).
  * 3. Fault ring: one bounded MPSC ring per IOMMU (Vyukov's bounded queue). Producers (device
  *    workers, or the kernel itself) claim a slot with compareExchange on HEAD and never wait:
  *    a full ring counts OVERFLOW and drops the record. The kernel is the single consumer.
@@ -124,6 +125,12 @@ export const DevCtx = {
   ATTACH_SEQ: 1,
   /** The requester id this entry belongs to. */
   DEVICE_ID: 2,
+  /**
+   * Invalidation sequence: bumped by the kernel after anything that can make a device's cached
+   * view wrong (unmap in the attached domain, attach/detach, a phys map change). The device loads
+   * it before each run it translates and flushes its IOTLB when it moved (fabric/iotlb.ts).
+   */
+  INVAL: 3,
 } as const;
 export const DEV_CTX_WORDS = 4;
 layoutCheck('DevCtx', DevCtx, DEV_CTX_WORDS, 16);

@@ -44,6 +44,15 @@ import {
 } from './gpu-bo.ts';
 import { GpuEntity } from './gpu-sched.ts';
 
+/**
+ * Longest physically contiguous run a BO's pages come in. VRAM: 2 MiB, the block amdgpu's VRAM
+ * manager asks drm_buddy for when a BO is not CONTIGUOUS (pages_per_block). System memory: 64 KiB
+ * runs with holes, as a fragmented host hands out pages.
+ */
+function maxRun(p: GpuPlacement): number {
+  return p === GpuPlacement.VRAM ? 512 : 16;
+}
+
 function checkPlacement(fn: string, p: GpuPlacement): void {
   if (p !== GpuPlacement.VRAM && p !== GpuPlacement.SYSTEM)
     throw err('EINVAL', `${fn}: placement ${JSON.stringify(p)} is not a GpuPlacement`);
@@ -66,7 +75,9 @@ export async function gpuBoCreate(
   const pages = Math.ceil(size / PAGE_SIZE);
   if (placement === GpuPlacement.VRAM) await gpuEvictForSpace(gpu, pages);
   // Zeroed (rule 10): the pages may have belonged to an evicted object a moment ago.
-  const list = PageList.allocate(gpuPlacementAlloc(gpu, placement), pages * PAGE_SIZE, { maxRun: 16 });
+  const list = PageList.allocate(gpuPlacementAlloc(gpu, placement), pages * PAGE_SIZE, {
+    maxRun: maxRun(placement),
+  });
   let vm: ReturnType<typeof gpuVmMap>;
   try {
     vm = gpuVmMap(gpu, list);
@@ -93,7 +104,10 @@ export function gpuBoMoveLocked(bo: GpuBo, target: GpuPlacement): DmaFence | nul
   if (bo.placement === target) return null;
   if (gpuBoIsPinned(bo)) throw err('EBUSY', `gpuBoMoveLocked: ${bo} is pinned (rule 11)`);
   const gpu = bo.gpu;
-  const next = PageList.allocate(gpuPlacementAlloc(gpu, target), bo.size, { maxRun: 16, zero: false });
+  const next = PageList.allocate(gpuPlacementAlloc(gpu, target), bo.size, {
+    maxRun: maxRun(target),
+    zero: false,
+  });
   let nextVm: ReturnType<typeof gpuVmMap>;
   try {
     nextVm = gpuVmMap(gpu, next);

@@ -13,8 +13,9 @@
  *
  * Cross-driver contract:
  *   - iommuMap() refuses to overwrite a mapping (EEXIST): unmap first, as Linux drivers must.
- *   - iommuUnmap() takes effect for the next translation of each page. There is no IOTLB and
- *     no completion wait: a run a worker translated before the unmap may still be copied.
+ *   - iommuUnmap() takes effect for the next run each device translates: the PTEs are cleared,
+ *     then every attached device's IOTLB is invalidated (DevCtx.INVAL, fabric/iotlb.ts: strict
+ *     mode). There is no completion wait: a run a worker translated before may still be copied.
  *   - A device attached to no domain, or to a BLOCKED one, faults every IOVA access.
  *   - iommuAttachDevice() on a device that is attached elsewhere is EBUSY; detach first.
  */
@@ -105,6 +106,11 @@ export class Iommu {
   constructor(physMap: PhysMap, opts: { faultRingSlots?: number; faultHistory?: number } = {}) {
     this.physMap = physMap;
     this.faultLog = new IommuFaultLog(opts.faultRingSlots ?? 256, opts.faultHistory ?? 1024);
+    // a new window must reach every device before its next run: the update is already queued
+    // on their ports when this runs (PhysMap.publish).
+    physMap.onPublish(() => {
+      for (const d of this.devices.values()) iotlbInvalidate(d);
+    });
   }
 
   /**
@@ -204,6 +210,7 @@ export function iommuAttachDevice(domain: IommuDomain, deviceId: number): void {
   // publish: the tables are queued on every ctx port before a worker can read this id.
   Atomics.store(dev.ctx, DevCtx.DOMAIN_ID, domain.id);
   Atomics.add(dev.ctx, DevCtx.ATTACH_SEQ, 1);
+  iotlbInvalidate(dev);
 }
 
 /**
@@ -217,9 +224,26 @@ export function iommuDetachDevice(domain: IommuDomain, deviceId: number): void {
     throw err('EINVAL', `iommuDetachDevice: device ${deviceId} is not attached to domain ${domain.id}`);
   dev.domain = null;
   domain.devices.delete(deviceId);
-  // from the next DMA call on, the device's workers see no domain.
+  // from the next run on, the device's workers see no domain.
   Atomics.store(dev.ctx, DevCtx.DOMAIN_ID, 0);
   Atomics.add(dev.ctx, DevCtx.ATTACH_SEQ, 1);
+  iotlbInvalidate(dev);
+}
+
+/**
+ * Invalidate the IOTLB of `dev` (all its DMA contexts): after the table, context entry or phys
+ * map change, so a worker that sees the new INVAL sees the change. Thread: kernel.
+ */
+function iotlbInvalidate(dev: IommuDevice): void {
+  Atomics.add(dev.ctx, DevCtx.INVAL, 1);
+}
+
+/** Invalidate the IOTLB of every device attached to `domain` (iommu_iotlb_sync, strict). */
+function domainIotlbSync(domain: IommuDomain): void {
+  for (const id of domain.devices) {
+    const dev = domain.iommu.device(id, 'iommu_iotlb_sync');
+    iotlbInvalidate(dev);
+  }
 }
 
 function checkPagingRange(fn: string, domain: IommuDomain, iova: number, size: number): void {
@@ -259,7 +283,13 @@ export function iommuMap(domain: IommuDomain, iova: number, paddr: number, size:
   ) {
     throw err('EINVAL', `iommuMap: prot ${prot} must include IOMMU_READ or IOMMU_WRITE and no unknown bits`);
   }
-  domain.pgtable.map(iova, paddr, size / PAGE_SIZE, prot);
+  try {
+    domain.pgtable.map(iova, paddr, size / PAGE_SIZE, prot);
+  } catch (e) {
+    // EEXIST/ENOMEM unmapped the pages this call had already published: a worker may hold them.
+    domainIotlbSync(domain);
+    throw e;
+  }
   trace('iommuMap', () => ({ domain: domain.id, iova, paddr, size, prot }));
 }
 
@@ -270,6 +300,7 @@ export function iommuMap(domain: IommuDomain, iova: number, paddr: number, size:
 export function iommuUnmap(domain: IommuDomain, iova: number, size: number): number {
   checkPagingRange('iommuUnmap', domain, iova, size);
   const bytes = domain.pgtable.unmap(iova, size / PAGE_SIZE) * PAGE_SIZE;
+  if (bytes > 0) domainIotlbSync(domain);
   trace('iommuUnmap', () => ({ domain: domain.id, iova, size, unmapped: bytes }));
   return bytes;
 }

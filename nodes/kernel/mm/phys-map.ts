@@ -48,6 +48,7 @@ export class PhysMap {
   private readonly regions = new Map<number, MemRegion>();
   private windows: PhysWindowDescriptor[] = [];
   private readonly ports = new Set<MessagePort>();
+  private readonly listeners: (() => void)[] = [];
   private ramEnd: number = HostLayout.RAM_BASE;
   private mmioNext: number = HostLayout.MMIO_BASE;
   /** The kernel's own resolver, always current. */
@@ -213,6 +214,14 @@ export class PhysMap {
     this.ports.delete(port);
   }
 
+  /**
+   * Call `fn` after every published change, once the update is queued on every subscribed port
+   * and the generation word moved (the IOMMU invalidates device IOTLBs here). Thread: kernel.
+   */
+  onPublish(fn: () => void): void {
+    this.listeners.push(fn);
+  }
+
   private publish(): void {
     this.gen++;
     const map = this.descriptor();
@@ -222,5 +231,6 @@ export class PhysMap {
     Atomics.store(this.ctl, PhysMapCtl.WINDOWS, map.windows.length);
     // publish: the update is queued on every port before readers can see the new generation.
     Atomics.store(this.ctl, PhysMapCtl.GEN, this.gen);
+    for (const fn of this.listeners) fn();
   }
 }
