@@ -9,7 +9,7 @@
 import { err } from '../common/errno.ts';
 import type { Topology } from '../topology/model.ts';
 import { type Gpu, gpuProbe, gpuRemove } from './kernel/gpu/gpu.ts';
-import { type Mlx5Dev, mlx5Probe, mlx5Remove } from './kernel/infiniband/mlx5/mlx5-ib.ts';
+import { type Mlx5Dev, type Mlx5Options, mlx5Probe, mlx5Remove } from './kernel/infiniband/mlx5/mlx5-ib.ts';
 import { HostKernel, type HostKernelOptions } from './kernel/kernel.ts';
 import type { VfioPciCoreDevice } from './kernel/vfio/vfio-pci-core.ts';
 import { vfioPciProbe, vfioPciRemove } from './kernel/vfio/vfio-pci.ts';
@@ -37,6 +37,11 @@ export interface TopologyBootOptions extends HostKernelOptions {
   hostId?: string;
   /** Cap on each emulated device memory (VRAM, BAR), bytes; default 64 MiB. */
   deviceMemoryCap?: number;
+  /**
+   * Probe options for every mlx5 NIC (e.g. a longer `spinUs` for benchmarks); default: the
+   * driver's defaults. `pciId` always comes from the topology.
+   */
+  nic?: Omit<Mlx5Options, 'pciId'>;
 }
 
 const MiB = 1 << 20;
@@ -107,7 +112,7 @@ export async function bootHostFromTopology(topo: Topology, opts: TopologyBootOpt
         gpus.set(d.id, gpuProbe(host.kernel, d.id, { vramBytes, pciId: d.key, topology: topo }));
       } else if (d.kind === 'nic') {
         const name = h.nodes.get(d.endpoints[0])?.osName ?? d.id;
-        nics.set(d.id, await mlx5Probe(host.kernel, name, { pciId: d.key }));
+        nics.set(d.id, await mlx5Probe(host.kernel, name, { ...opts.nic, pciId: d.key }));
       } else {
         const bars = Array.from({ length: 6 }, (_, i) => {
           const b = d.bars.find((x) => x.index === i);
