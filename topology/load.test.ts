@@ -6,7 +6,7 @@ import { loadTopologyFile, parseTopology } from './load.ts';
 import { formatCpuList, parseCpuList, parseDuration, parseRate, parseSize } from './units.ts';
 
 const BAD_DIR = 'topology/testdata/bad';
-const EXAMPLES = ['single-host', 'dgx-like', 'two-hosts', 'leaf-spine'];
+const EXAMPLES = ['single-host', 'dgx-like', 'two-hosts', 'leaf-spine', 'phb-host'];
 
 // [fixture, line, column, field path, start of "expected ..."]
 const BAD: [string, number, number, string, string][] = [
