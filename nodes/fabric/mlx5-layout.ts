@@ -19,10 +19,12 @@
  * Atomics.store(STATE or XLT); the device loads STATE/XLT first.
  *
  * DOC: zap (UMR with MLX5_IB_UPD_XLT_ZAP, synchronous)
- * The device announces each mkey it is about to use in ACTIVE_SRC/ACTIVE_DST (index + 1), then
- * loads XLT/STATE, copies at most MLX5_DMA_CHUNK bytes, and bumps DMA_EPOCH. The kernel zaps by
- * storing XLT = ZAPPED (or STATE), then loads DMA_EPOCH and the ACTIVE words and, while an
- * ACTIVE word names the mkey, waits until DMA_EPOCH moves. With sequentially consistent Atomics
+ * The device announces each access in the ACTIVE word (mlx5ActiveWord: the source and
+ * destination mkey indexes + 1 and a 6-bit access sequence), then loads XLT/STATE, copies at
+ * most MLX5_DMA_CHUNK bytes, and stores ACTIVE = 0: two stores per access. The kernel zaps by
+ * storing XLT = ZAPPED (or STATE), then loads ACTIVE and, while the value it loaded names the
+ * mkey, waits until ACTIVE changes. Any change ends the access it saw: the device stores 0 at
+ * its end, and the next access carries the next sequence. With sequentially consistent Atomics
  * the device either saw the zap, or its access was announced before the kernel looked and ends
  * before the zap returns. So after the zap no access reaches the old translation: the exporter
  * may then copy and free the old pages (kernel-semantics §7 rule 9).
@@ -35,7 +37,7 @@ export const MLX5_HCA_VERSION = 1;
 export const MLX5_MAX_QP = 1024;
 export const MLX5_MAX_CQ = 1024;
 export const MLX5_MAX_MKEY = 4096;
-/** Largest piece one announced access copies before the device bumps DMA_EPOCH. */
+/** Largest piece one announced access copies before the device clears ACTIVE. */
 export const MLX5_DMA_CHUNK = 256 << 10;
 
 /** Control block: line 0 identity, line 1 the UAR doorbell, line 2 the EQ interrupt, line 3 DMA. */
@@ -50,11 +52,8 @@ export const Mlx5Ctl = {
   /** EQ doorbell = the device's interrupt for page-fault and error events. */
   EQ_DB: 32,
   EQ_DB_NEED_WAKEUP: 33,
-  /** mkey index + 1 the device is reading from / writing to, 0 when none. */
-  ACTIVE_SRC: 48,
-  ACTIVE_DST: 49,
-  /** Bumped by the device after every announced access (see DOC: zap). */
-  DMA_EPOCH: 50,
+  /** The access in progress (mlx5ActiveWord), 0 when none; see DOC: zap. */
+  ACTIVE: 48,
   /** Statistics (device writes): WQEs executed, page faults raised, RNR NAKs sent. */
   STAT_WQES: 51,
   STAT_PAGE_FAULTS: 52,
@@ -63,6 +62,22 @@ export const Mlx5Ctl = {
 } as const;
 export const MLX5_CTL_WORDS = 64;
 layoutCheck('Mlx5Ctl', Mlx5Ctl, MLX5_CTL_WORDS, 256);
+
+// ACTIVE word: bits 0-12 source mkey index + 1, 13-25 destination index + 1 (0: none; indexes
+// are < MLX5_MAX_MKEY = 4096), 26-31 the access sequence.
+const ACTIVE_KEY_MASK = 0x1fff;
+const ACTIVE_DST_SHIFT = 13;
+const ACTIVE_SEQ_SHIFT = 26;
+
+/** The ACTIVE word announcing an access of mkeys `src` and `dst` (-1: none), sequence `seq`. */
+export function mlx5ActiveWord(src: number, dst: number, seq: number): number {
+  return ((seq & 0x3f) << ACTIVE_SEQ_SHIFT) | ((dst + 1) << ACTIVE_DST_SHIFT) | (src + 1);
+}
+
+/** True if ACTIVE word `w` names mkey `idx` as the source or the destination of its access. */
+export function mlx5ActiveNames(w: number, idx: number): boolean {
+  return (w & ACTIVE_KEY_MASK) === idx + 1 || ((w >>> ACTIVE_DST_SHIFT) & ACTIVE_KEY_MASK) === idx + 1;
+}
 
 /** Per-QP context (16 words at hcaQpBase(qpn)). */
 export const Mlx5QpCtx = {

@@ -518,7 +518,7 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
       posted++;
     }
   } finally {
-    if (posted > 0) ring(qp);
+    if (posted > 0) ring(qp, qp.sq);
   }
 }
 
@@ -551,14 +551,14 @@ export function ibvPostRecv(qp: IbvQp, wrs: IbvRecvWr | readonly IbvRecvWr[]): v
       posted++;
     }
   } finally {
-    if (posted > 0) ring(qp);
+    if (posted > 0) ring(qp, qp.rq);
   }
 }
 
-// The doorbell: publish the producer positions, then one UAR ring for the whole batch.
-function ring(qp: IbvQp): void {
-  qp.sq.flush();
-  qp.rq.flush();
+// The doorbell: publish the queue's producer position (doorbell record), then one UAR ring for
+// the whole batch.
+function ring(qp: IbvQp, q: IbvQp['sq']): void {
+  q.flush();
   doorbellRing(qp.context.hca, Mlx5Ctl.UAR_DB);
 }
 

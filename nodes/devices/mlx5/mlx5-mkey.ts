@@ -1,8 +1,8 @@
 /**
  * The HCA's memory-key engine: checks lkeys/rkeys against the mkey table and moves message
  * bytes through an mkey's translation runs (fabric/mlx5-layout.ts DOC: mkeys) with the device's
- * DMA context. Every access is announced (ACTIVE_SRC/ACTIVE_DST, DMA_EPOCH, DOC: zap) in pieces
- * of at most MLX5_DMA_CHUNK bytes, so a kernel zap or dereg waits for at most one piece.
+ * DMA context. Every access is announced (the ACTIVE word, DOC: zap) in pieces of at most
+ * MLX5_DMA_CHUNK bytes, so a kernel zap or dereg waits for at most one piece.
  *
  * A zapped ODP mkey raises a page fault (one event queue entry per fault, FAULT = PENDING) and
  * the access reports a fault: responders answer RNR, requesters stall until the kernel has
@@ -28,6 +28,7 @@ import {
   Mlx5MkeyState,
   Mlx5MttRun,
   Mlx5Xlt,
+  mlx5ActiveWord,
   mlx5KeyIndex,
   mttRunBase,
 } from '../../fabric/mlx5-layout.ts';
@@ -69,6 +70,8 @@ export class MkeyEngine {
   private readonly eq: RingProducer;
   /** mkey index of the last access that reported a fault (a stalled requester watches it). */
   faultIdx = 0;
+  /** Sequence of the next announced access (DOC: zap). */
+  private seq = 0;
   private readonly s = new RunPos();
   private readonly d = new RunPos();
 
@@ -90,7 +93,9 @@ export class MkeyEngine {
     if (idx === 0 || idx >= MLX5_MAX_MKEY) return false;
     const h = this.hca;
     const b = hcaMkeyBase(idx);
-    if (Atomics.load(h, b + Mlx5Mkey.STATE) !== Mlx5MkeyState.VALID) return false;
+    // a plain read: the WQE naming the key was published after the key (SEQ load ordered it),
+    // and usable() re-checks STATE with Atomics.load once the access is announced.
+    if (h[b + Mlx5Mkey.STATE] !== Mlx5MkeyState.VALID) return false;
     if (h[b + Mlx5Mkey.KEY] !== (key | 0) || h[b + Mlx5Mkey.PD] !== pd) return false;
     if ((h[b + Mlx5Mkey.ACCESS] & access) !== access) return false;
     const start = (h[b + Mlx5Mkey.IOVA_HI] >>> 0) * TWO32 + (h[b + Mlx5Mkey.IOVA_LO] >>> 0);
@@ -106,18 +111,15 @@ export class MkeyEngine {
     let r: Xfer = Xfer.OK;
     for (let done = 0; done < len && r === Xfer.OK; ) {
       const n = Math.min(kChunk, len - done);
-      Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, si + 1);
-      Atomics.store(h, Mlx5Ctl.ACTIVE_DST, di + 1);
+      Atomics.store(h, Mlx5Ctl.ACTIVE, mlx5ActiveWord(si, di, this.seq++));
       r =
         this.usable(si, sk, qpn, sIova + done, n, true, false) ||
         this.usable(di, dk, qpn, dIova + done, n, false, true);
       if (r === Xfer.OK) r = this.copyMr(si, sIova + done, di, dIova + done, n);
       // the announced access is over: a waiting zap may return now.
-      Atomics.add(h, Mlx5Ctl.DMA_EPOCH, 1);
+      Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
       done += n;
     }
-    Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, 0);
-    Atomics.store(h, Mlx5Ctl.ACTIVE_DST, 0);
     return r;
   }
 
@@ -137,7 +139,7 @@ export class MkeyEngine {
     let r: Xfer = Xfer.OK;
     for (let done = 0; done < len && r === Xfer.OK; ) {
       const n = Math.min(kChunk, len - done);
-      Atomics.store(h, Mlx5Ctl.ACTIVE_DST, di + 1);
+      Atomics.store(h, Mlx5Ctl.ACTIVE, mlx5ActiveWord(-1, di, this.seq++));
       r = this.usable(di, dk, qpn, dIova + done, n, requester, true);
       for (let o = 0; r === Xfer.OK && o < n; ) {
         if (!this.runAt(di, dIova + done + o, d)) r = Xfer.DST_ERR;
@@ -150,10 +152,9 @@ export class MkeyEngine {
           o += m;
         }
       }
-      Atomics.add(h, Mlx5Ctl.DMA_EPOCH, 1);
+      Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
       done += n;
     }
-    Atomics.store(h, Mlx5Ctl.ACTIVE_DST, 0);
     return r;
   }
 
@@ -173,7 +174,7 @@ export class MkeyEngine {
     let r: Xfer = Xfer.OK;
     for (let done = 0; done < len && r === Xfer.OK; ) {
       const n = Math.min(kChunk, len - done);
-      Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, si + 1);
+      Atomics.store(h, Mlx5Ctl.ACTIVE, mlx5ActiveWord(si, -1, this.seq++));
       r = this.usable(si, sk, qpn, sIova + done, n, requester, false);
       if (r === Xfer.DST_FAULT) r = Xfer.SRC_FAULT;
       else if (r === Xfer.DST_ERR) r = Xfer.SRC_ERR;
@@ -188,10 +189,9 @@ export class MkeyEngine {
           o += m;
         }
       }
-      Atomics.add(h, Mlx5Ctl.DMA_EPOCH, 1);
+      Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
       done += n;
     }
-    Atomics.store(h, Mlx5Ctl.ACTIVE_SRC, 0);
     return r;
   }
 

@@ -33,6 +33,7 @@ import {
   Mlx5MkeyState,
   Mlx5MttRun,
   Mlx5Xlt,
+  mlx5ActiveNames,
   mttRunBase,
 } from '../../../fabric/mlx5-layout.ts';
 import { PAGE_SIZE } from '../../../fabric/page.ts';
@@ -177,15 +178,12 @@ export function mlx5MkeyZap(d: Mlx5Dev, mr: Mlx5Mr, how: 'zap' | 'revoke' | 'fre
   if (how === 'zap') Atomics.store(h, b + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
   else Atomics.store(h, b + Mlx5Mkey.STATE, how === 'revoke' ? Mlx5MkeyState.REVOKED : Mlx5MkeyState.FREE);
   Atomics.add(h, b + Mlx5Mkey.ZAPS, 1);
-  const tag = mr.index + 1;
-  // loads after the store above: see DOC: zap in fabric/mlx5-layout.ts for why this suffices.
-  if (Atomics.load(h, Mlx5Ctl.ACTIVE_SRC) !== tag && Atomics.load(h, Mlx5Ctl.ACTIVE_DST) !== tag) return;
-  const epoch = Atomics.load(h, Mlx5Ctl.DMA_EPOCH);
+  // a load after the store above: see DOC: zap in fabric/mlx5-layout.ts for why this suffices.
+  const seen = Atomics.load(h, Mlx5Ctl.ACTIVE);
+  if (!mlx5ActiveNames(seen, mr.index)) return;
   const end = performance.now() + MLX5_ZAP_WAIT_MS;
-  while (
-    (Atomics.load(h, Mlx5Ctl.ACTIVE_SRC) === tag || Atomics.load(h, Mlx5Ctl.ACTIVE_DST) === tag) &&
-    Atomics.load(h, Mlx5Ctl.DMA_EPOCH) === epoch
-  ) {
+  // any change of ACTIVE ends the access we saw (its end stores 0, the next one a new sequence).
+  while (Atomics.load(h, Mlx5Ctl.ACTIVE) === seen) {
     // a dead device finishes nothing more; a live one finishes one MLX5_DMA_CHUNK at most.
     if (!d.host.alive || performance.now() > end) {
       trace('rdmaZapTimeout', () => ({ dev: d.name, key: mr.key, alive: d.host.alive }));
