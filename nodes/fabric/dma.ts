@@ -174,7 +174,7 @@ const kAccessWrite = DmaAccess.WRITE;
 const kIdentity = IommuDomainType.IDENTITY;
 const kBar = PhysWindowKind.BAR;
 /** Up to this many bytes a run is copied with a loop instead of subarray + set (measured: faster). */
-const kSmallCopy = 64;
+const kSmallCopy = 16;
 
 function fault(
   ctx: DmaCtx,
@@ -213,13 +213,14 @@ class RunCursor {
   }
 
   /**
-   * Resolve the run at `a` of at most `max` bytes: invalidation check (one Atomics.load),
+   * Resolve the run at `a` of at most `max` bytes: invalidation check (one Atomics.load; skipped
+   * with `checked` when the caller loaded INVAL of this ctx for the run it pairs this one with),
    * translation through the IOTLB with merging of physically contiguous extents, the window
    * clamp, then the hook. Returns 0 with mem/off/run set, or the fault status (recorded).
    */
-  next(a: number, max: number): number {
+  next(a: number, max: number, checked = false): number {
     const ctx = this.ctx!;
-    if (Atomics.load(ctx.devCtx, kInvalWord) !== ctx.inval) ctx.sync();
+    if (!checked && Atomics.load(ctx.devCtx, kInvalWord) !== ctx.inval) ctx.sync();
     const dom = ctx.dom;
     const bus = this.bus;
     let p: number;
@@ -402,6 +403,9 @@ export function dmaCopy(
   const s = cursorGet();
   const d = cursorGet();
   let status: number = DmaStatus.OK;
+  // one device on both sides (a NIC's loopback): a destination run resolved right after a source
+  // run needs no INVAL load of its own, unless a hook ran in between (it may have unmapped).
+  const shared = srcCtx === dstCtx;
   try {
     s.begin(srcCtx, DmaOp.READ, srcBus);
     d.begin(dstCtx, DmaOp.WRITE, dstBus);
@@ -411,14 +415,16 @@ export function dmaCopy(
     let dLeft = 0;
     let dOff = 0;
     while (done < length) {
+      let fresh = false; // INVAL of srcCtx loaded for this pair of runs
       if (sLeft === 0) {
         status = s.next(srcAddr + done, length - done);
         if (status !== 0) break;
         sLeft = s.run;
         sOff = s.off;
+        fresh = shared && srcCtx.hook === null;
       }
       if (dLeft === 0) {
-        status = d.next(dstAddr + done, length - done);
+        status = d.next(dstAddr + done, length - done, fresh);
         if (status !== 0) break;
         dLeft = d.run;
         dOff = d.off;

@@ -16,7 +16,9 @@
  * where its translation entries are. The translation is a list of runs (KLM-like: start page
  * within the MR, DMA address, pages, bus flag) in the MTT SAB; XLT says whether the device may
  * use it. The kernel writes entries and runs with plain stores and publishes with
- * Atomics.store(STATE or XLT); the device loads STATE/XLT first.
+ * Atomics.store(STATE or XLT); the device loads STATE/XLT first. XLT = PRESENT implies STATE =
+ * VALID: the kernel stores XLT = ZAPPED before STATE leaves VALID (revoke, dereg), so the device's
+ * usual check is one load of XLT.
  *
  * DOC: zap (UMR with MLX5_IB_UPD_XLT_ZAP, synchronous)
  * The device announces each access in the ACTIVE word (mlx5ActiveWord: the source and

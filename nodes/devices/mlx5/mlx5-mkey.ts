@@ -230,7 +230,11 @@ export class MkeyEngine {
     const h = this.hca;
     const b = hcaMkeyBase(idx);
     const err = dst ? Xfer.DST_ERR : Xfer.SRC_ERR;
-    // STATE after the ACTIVE store: a dereg or revoke either sees our announcement or we see it.
+    // XLT after the ACTIVE store: a zap, dereg or revoke either sees our announcement or we see
+    // it. PRESENT implies STATE VALID (the kernel clears XLT before STATE leaves VALID), so the
+    // usual case costs one Atomics.load.
+    if (Atomics.load(h, b + Mlx5Mkey.XLT) === Mlx5Xlt.PRESENT && h[b + Mlx5Mkey.KEY] === (key | 0))
+      return Xfer.OK;
     if (Atomics.load(h, b + Mlx5Mkey.STATE) !== Mlx5MkeyState.VALID || h[b + Mlx5Mkey.KEY] !== (key | 0))
       return err;
     if (Atomics.load(h, b + Mlx5Mkey.XLT) === Mlx5Xlt.PRESENT) return Xfer.OK;

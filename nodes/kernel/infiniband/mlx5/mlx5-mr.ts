@@ -175,8 +175,10 @@ function mttProgram(d: Mlx5Dev, mr: Mlx5Mr, runs: readonly UmemRun[]): void {
 export function mlx5MkeyZap(d: Mlx5Dev, mr: Mlx5Mr, how: 'zap' | 'revoke' | 'free'): void {
   const h = d.hca;
   const b = hcaMkeyBase(mr.index);
-  if (how === 'zap') Atomics.store(h, b + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
-  else Atomics.store(h, b + Mlx5Mkey.STATE, how === 'revoke' ? Mlx5MkeyState.REVOKED : Mlx5MkeyState.FREE);
+  // XLT first in every case: the device takes PRESENT as STATE VALID too (DOC: zap).
+  Atomics.store(h, b + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
+  if (how !== 'zap')
+    Atomics.store(h, b + Mlx5Mkey.STATE, how === 'revoke' ? Mlx5MkeyState.REVOKED : Mlx5MkeyState.FREE);
   Atomics.add(h, b + Mlx5Mkey.ZAPS, 1);
   // a load after the store above: see DOC: zap in fabric/mlx5-layout.ts for why this suffices.
   const seen = Atomics.load(h, Mlx5Ctl.ACTIVE);
@@ -379,6 +381,7 @@ export async function mlx5DeregMr(d: Mlx5Dev, mr: Mlx5Mr): Promise<void> {
 // Free the mkey's resources (umem, MTT range, index). The mkey must be FREE or never published.
 async function releaseMr(d: Mlx5Dev, mr: Mlx5Mr): Promise<void> {
   mr.dead = true;
+  Atomics.store(d.hca, hcaMkeyBase(mr.index) + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
   Atomics.store(d.hca, hcaMkeyBase(mr.index) + Mlx5Mkey.STATE, Mlx5MkeyState.FREE);
   const umem = mr.umem;
   mr.umem = null;
