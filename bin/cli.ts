@@ -20,7 +20,9 @@ program
 program
   .command('bench [name]')
   .description('run a micro-benchmark (emulator against raw baselines); without a name, list them')
-  .option('--iterations <n>', 'iterations per round', (v) => Number(v))
+  .option('--iterations <n>', 'size of a run: iterations per round (fence), ms per row (rdma, dma)', (v) =>
+    Number(v),
+  )
   .option('--json', 'print the result as JSON')
   .action(async (name: string | undefined, opts: { iterations?: number; json?: boolean }) => {
     const { benchList, runBench } = await import('../bench/index.ts');
