@@ -2,12 +2,15 @@
  * Raw baselines of the RDMA bench (bench/rdma.ts), measured in the same run as the emulator:
  *   - `rawSetGBps`: `dst.set(src)` between two device memories (what a perfect NIC data path
  *     would cost in this process: one memcpy, no queues, no translation);
+ *   - `RawCopyWorker`: the same `set` in a worker while this thread spins, the two-thread shape
+ *     of an RDMA stream with no emulator in it;
  *   - `pingPongRttUs`: the median round trip of a raw two-worker Atomics ping-pong, both sides
  *     spinning (bench/fixtures/pingpong-worker.ts), the floor of any cross-thread
  *     request/response, which an RDMA WRITE's post -> completion is.
  * Wall clock of this machine only.
  */
 import { spawnWorker } from '../common/worker.ts';
+import { COPY_BPS_BYTE, COPY_CTL_BYTES, CopyCtl } from './fixtures/copy-worker.ts';
 
 /** GB/s (10^9 bytes/s) of `dst.set(src)` repeated for about `budgetMs` after three warm-up copies. */
 export function rawSetGBps(src: Uint8Array, dst: Uint8Array, budgetMs: number): number {
@@ -46,5 +49,65 @@ export async function pingPongRttUs(iters: number, maxMs: number): Promise<{ us:
     return { us: Atomics.load(w, 1) / 1000, samples };
   } finally {
     await Promise.all(ws.map((x) => x.terminate()));
+  }
+}
+
+const COPY_WORKER = new URL('./fixtures/copy-worker.ts', import.meta.url);
+
+/**
+ * The raw copy in a worker thread while this thread spins (bench/fixtures/copy-worker.ts): the
+ * two-thread shape of an RDMA WRITE stream with no emulator in it, so a row can say how much of
+ * the gap to `rawSetGBps` is the machine running two busy threads and how much is the emulator.
+ * Call close() when done (the worker exits).
+ */
+export class RawCopyWorker {
+  private readonly ctl: Int32Array;
+  private readonly bps: Float64Array;
+  private readonly worker: ReturnType<typeof spawnWorker>;
+  private seq = 0;
+
+  constructor(src: Uint8Array, dst: Uint8Array) {
+    const sab = new SharedArrayBuffer(COPY_CTL_BYTES);
+    this.ctl = new Int32Array(sab, 0, 4);
+    this.bps = new Float64Array(sab, COPY_BPS_BYTE, 1);
+    const view = (a: Uint8Array) => ({
+      sab: a.buffer as SharedArrayBuffer,
+      offset: a.byteOffset,
+      length: a.length,
+    });
+    this.worker = spawnWorker(COPY_WORKER, {
+      workerData: { copyWorker: true, ctl: sab, src: view(src), dst: view(dst) },
+    });
+  }
+
+  /**
+   * GB/s of the worker copying `size` bytes repeatedly for `ms`, this thread spinning on the
+   * completion word meanwhile (as a poster spins on its CQ). Throws after `ms` + 10 s without an
+   * answer.
+   */
+  gbps(size: number, ms: number): number {
+    const c = this.ctl;
+    const cmd = ++this.seq;
+    Atomics.store(c, CopyCtl.MS, ms);
+    Atomics.store(c, CopyCtl.SIZE, size);
+    Atomics.store(c, CopyCtl.CMD, cmd);
+    Atomics.notify(c, CopyCtl.CMD);
+    const end = performance.now() + ms + 10_000;
+    while (Atomics.load(c, CopyCtl.DONE) !== cmd) {
+      if (performance.now() > end) throw new Error('rdma bench: the copy worker did not answer');
+    }
+    return this.bps[0] / 1e9;
+  }
+
+  async close(): Promise<void> {
+    Atomics.store(this.ctl, CopyCtl.CMD, -1);
+    Atomics.notify(this.ctl, CopyCtl.CMD);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => void this.worker.terminate().then(() => resolve()), 5_000);
+      this.worker.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 }

@@ -24,7 +24,7 @@ import {
   withGpuRdmaRig,
 } from './rdma-gpu.ts';
 import { modelGpuNicGpu, type RouteModel } from './rdma-model.ts';
-import { pingPongRttUs, rawSetGBps } from './rdma-raw.ts';
+import { pingPongRttUs, RawCopyWorker, rawSetGBps } from './rdma-raw.ts';
 import { msgRatePerSec, rdmaWrite, writeBwGBps, writeLatUs } from './rdma-stream.ts';
 import { machineLine } from './stats.ts';
 
@@ -60,8 +60,14 @@ export interface BwRow {
   /** Lowest and highest per-round ratio: how much the machine moved under the measurement. */
   ratioMin: number;
   ratioMax: number;
-  /** Every round: [raw GB/s, RDMA GB/s]. */
-  rounds: [number, number][];
+  /** Every round: [raw GB/s, RDMA GB/s, raw GB/s of the copy worker]. */
+  rounds: [number, number, number][];
+  /**
+   * GB/s of the same `set` done by a worker while this thread spins (the two-thread shape of the
+   * RDMA stream, no emulator), median over the rounds, and the median of RDMA / that per round.
+   */
+  workerRawGBps: number;
+  ratioToWorker: number;
   goalMet: boolean;
   /** CRC-32 of the destination's first `size` bytes after the row, equal to the source's. */
   crc32: number;
@@ -121,6 +127,15 @@ function median(xs: readonly number[]): number {
  * inside one round cancels that drift; the row reports the median of the per-round ratios.
  */
 async function bandwidthRows(rig: GpuRdmaRig, budgetMs: number): Promise<BwRow[]> {
+  const copier = new RawCopyWorker(rig.raw.src, rig.raw.dst);
+  try {
+    return await bandwidthRowsWith(rig, copier, budgetMs);
+  } finally {
+    await copier.close();
+  }
+}
+
+async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetMs: number): Promise<BwRow[]> {
   const rows: BwRow[] = [];
   const slice = budgetMs / BW_ROUNDS;
   // Warm-up, not counted: the first ~second of streaming runs while V8 still compiles the data
@@ -128,6 +143,7 @@ async function bandwidthRows(rig: GpuRdmaRig, budgetMs: number): Promise<BwRow[]
   // thread need (measured: the first rounds ran at 5-10 % of the later ones).
   for (const size of SIZES) {
     rawSetGBps(rig.raw.src.subarray(0, size), rig.raw.dst.subarray(0, size), budgetMs / 3);
+    copier.gbps(size, budgetMs / 3);
     writeBwGBps(rig.qp, rig.cq, size, budgetMs, rdmaWrite(size, rig.src, rig.dst));
   }
   for (const size of SIZES) {
@@ -135,15 +151,20 @@ async function bandwidthRows(rig: GpuRdmaRig, budgetMs: number): Promise<BwRow[]
     const src = rig.raw.src.subarray(0, size);
     const dst = rig.raw.dst.subarray(0, size);
     const wr = rdmaWrite(size, rig.src, rig.dst);
-    const rounds: [number, number][] = [];
+    const rounds: [number, number, number][] = [];
+    const measure = [
+      () => rawSetGBps(src, dst, slice),
+      () => writeBwGBps(rig.qp, rig.cq, size, slice, wr),
+      () => copier.gbps(size, slice),
+    ];
     for (let i = 0; i < BW_ROUNDS; i++) {
-      if (i % 2 === 0) {
-        const raw = rawSetGBps(src, dst, slice);
-        rounds.push([raw, writeBwGBps(rig.qp, rig.cq, size, slice, wr)]);
-      } else {
-        const rdma = writeBwGBps(rig.qp, rig.cq, size, slice, wr);
-        rounds.push([rawSetGBps(src, dst, slice), rdma]);
+      // rotate which slice goes first, so a drift within a round does not favour one of them
+      const got = [0, 0, 0];
+      for (let k = 0; k < 3; k++) {
+        const j = (i + k) % 3;
+        got[j] = measure[j]();
       }
+      rounds.push([got[0], got[1], got[2]]);
     }
     const crc32 = await rig.verify(size);
     const ratios = rounds.map(([raw, rdma]) => rdma / raw);
@@ -156,6 +177,8 @@ async function bandwidthRows(rig: GpuRdmaRig, budgetMs: number): Promise<BwRow[]
       ratioMin: Math.min(...ratios),
       ratioMax: Math.max(...ratios),
       rounds,
+      workerRawGBps: median(rounds.map((r) => r[2])),
+      ratioToWorker: median(rounds.map(([, rdma, w]) => rdma / w)),
       goalMet: ratio >= RDMA_GOALS.bwRatio,
       crc32,
     });
@@ -256,14 +279,19 @@ export function format(r: RdmaBenchResult): string {
       `  ${rt.label}`,
       `  map type: ${m.attaches.map((a) => `${a.bo} -> ${a.dev} ${a.mapType}`).join(', ')} (expected ${m.expected}: verified)`,
       `  VRAM mapped through the NIC's IOMMU: ${m.nicIommuVramBytes >> 20} MiB; buffers in ${m.placement.join(' / ')}; attach.mapType (negotiated interconnect): ${m.negotiated.map((n) => n ?? 'none').join(', ')}`,
-      `  ib_write_bw  raw set GB/s  RDMA WRITE GB/s   ratio (min-max of ${BW_ROUNDS} paired rounds)  goal >= ${g.bwRatio}x   data check (GPU checksum)`,
+      `  ib_write_bw  raw set GB/s  RDMA WRITE GB/s   ratio (min-max, ${BW_ROUNDS} rounds)  goal >= ${g.bwRatio}x  | worker set GB/s  RDMA/it  | data check (GPU checksum)`,
     );
     for (const b of rt.bandwidth) {
       lines.push(
-        `  ${sizeName(b.size).padEnd(11)}  ${b.rawGBps.toFixed(2).padStart(11)}  ${b.rdmaGBps.toFixed(2).padStart(15)}  ${b.ratio.toFixed(2).padStart(5)}x (${b.ratioMin.toFixed(2)}-${b.ratioMax.toFixed(2)})${' '.repeat(20)}${mark(b.goalMet).padEnd(13)}  crc32 0x${b.crc32.toString(16).padStart(8, '0')} matches`,
+        `  ${sizeName(b.size).padEnd(11)}  ${b.rawGBps.toFixed(2).padStart(11)}  ${b.rdmaGBps.toFixed(2).padStart(15)}  ${b.ratio.toFixed(2).padStart(5)}x (${b.ratioMin.toFixed(2)}-${b.ratioMax.toFixed(2)})${' '.repeat(11)}${mark(b.goalMet).padEnd(12)}| ${b.workerRawGBps.toFixed(2).padStart(15)}  ${b.ratioToWorker.toFixed(2).padStart(6)}x | crc32 0x${b.crc32.toString(16).padStart(8, '0')} matches`,
       );
     }
   }
+  lines.push(
+    '',
+    '  ratio: median of the per-round (RDMA / raw set) ratios; worker set: the same set done by a worker thread',
+    '  while this thread spins (the two-thread shape of the stream, no emulator), and RDMA / it per round',
+  );
   const l = r.latency;
   const m = r.msgRate;
   lines.push(
