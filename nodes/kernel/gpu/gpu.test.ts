@@ -55,6 +55,19 @@ describe('gpu', () => {
     });
   }
 
+  it('gpu - VRAM buffer objects come in blocks of up to 2 MiB (drm_buddy), system ones in runs of up to 64 KiB', async () => {
+    const { gpu } = gpuHost({ vramPages: 2048 });
+    const vram = await gpuBoCreate(gpu, 6 << 20, GpuPlacement.VRAM);
+    const sys = await gpuBoCreate(gpu, 1 << 20, GpuPlacement.SYSTEM);
+    const pages = (bo: typeof vram) => bo.pages.runs.map((r) => r.count);
+    // 6 MiB of an empty 8 MiB VRAM: three 2 MiB blocks, not 96 runs of 64 KiB
+    expect(pages(vram)).toEqual([512, 512, 512]);
+    expect(Math.max(...pages(sys))).toBeLessThanOrEqual(16);
+    expect(pages(sys).reduce((a, b) => a + b, 0)).toBe(256);
+    gpuBoPut(vram);
+    gpuBoPut(sys);
+  });
+
   it('gpu - copy moves bytes VRAM -> system -> VRAM on the copy engine', async () => {
     const { gpu } = gpuHost();
     await gpu.host.ready(START_MS);
