@@ -78,7 +78,13 @@ export class RawCopyWorker {
     this.worker = spawnWorker(COPY_WORKER, {
       workerData: { copyWorker: true, ctl: sab, src: view(src), dst: view(dst) },
     });
+    // a failing worker shows up as gbps() throwing at its deadline, not as an unhandled event
+    this.worker.on('error', (e) => {
+      this.error = e;
+    });
   }
+
+  private error: unknown = null;
 
   /**
    * GB/s of the worker copying `size` bytes repeatedly for `ms`, this thread spinning on the
@@ -88,13 +94,17 @@ export class RawCopyWorker {
   gbps(size: number, ms: number): number {
     const c = this.ctl;
     const cmd = ++this.seq;
-    Atomics.store(c, CopyCtl.MS, ms);
+    // whole milliseconds on the wire (an Int32 word): at least 1
+    Atomics.store(c, CopyCtl.MS, Math.max(1, Math.round(ms)));
     Atomics.store(c, CopyCtl.SIZE, size);
     Atomics.store(c, CopyCtl.CMD, cmd);
     Atomics.notify(c, CopyCtl.CMD);
     const end = performance.now() + ms + 10_000;
     while (Atomics.load(c, CopyCtl.DONE) !== cmd) {
-      if (performance.now() > end) throw new Error('rdma bench: the copy worker did not answer');
+      if (performance.now() > end)
+        throw new Error(
+          `rdma bench: the copy worker did not answer${this.error ? `: ${String(this.error)}` : ''}`,
+        );
     }
     return this.bps[0] / 1e9;
   }

@@ -19,6 +19,19 @@ import {
   ibvPostSend,
 } from '../nodes/uapi/verbs.ts';
 
+/**
+ * Longest a loop waits for one completion. The loops spin on the CQ with the event loop blocked,
+ * so a NIC worker that died (its FATAL flag is set from an event-loop callback) would otherwise
+ * hang the run: past this, the loop throws.
+ */
+export const COMPLETION_DEADLINE_MS = 10_000;
+
+function noCompletion(what: string): never {
+  throw new Error(
+    `rdma bench: no completion for ${what} within ${COMPLETION_DEADLINE_MS} ms (NIC worker dead or stuck?)`,
+  );
+}
+
 /** Makes WR number `i` of a run; `signaled` asks for a completion. */
 export type WrMaker = (i: number, signaled: boolean) => IbvSendWr;
 
@@ -58,6 +71,7 @@ export function stream(
   const sig = Math.min(sigEvery, batch);
   let posted = 0;
   let done = 0;
+  let deadline = performance.now() + COMPLETION_DEADLINE_MS;
   while (done < total) {
     if (posted < total && posted - done + batch <= depth) {
       const n = Math.min(batch, total - posted);
@@ -67,6 +81,9 @@ export function stream(
       ibvPostSend(qp, list);
     }
     const got = ibvPollCq(cq, 16, wc);
+    if (got > 0) deadline = performance.now() + COMPLETION_DEADLINE_MS;
+    // the clock is read only while nothing completes (a few ns per empty poll)
+    else if (performance.now() > deadline) noCompletion(`WR ${done} of ${total}`);
     for (let k = 0; k < got; k++) {
       if (wc[k].status !== 0)
         throw new Error(`rdma bench: WR ${wc[k].wr_id} failed with status ${wc[k].status}`);
@@ -118,8 +135,10 @@ export function writeLatUs(
     const t = performance.now();
     ibvPostSend(qp, w);
     let got = 0;
-    while ((got = ibvPollCq(cq, 1, wc)) === 0) {
-      // spin: the perftest ib_write_lat way
+    for (let spins = 1; (got = ibvPollCq(cq, 1, wc)) === 0; spins++) {
+      // spin: the perftest ib_write_lat way (the clock only every 4096 empty polls)
+      if ((spins & 4095) === 0 && performance.now() - t > COMPLETION_DEADLINE_MS)
+        noCompletion(`latency WR ${i}`);
     }
     const dt = performance.now() - t;
     if (got !== 1 || wc[0].status !== 0)

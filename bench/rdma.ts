@@ -122,9 +122,11 @@ function median(xs: readonly number[]): number {
 
 /**
  * ib_write_bw rows of one route, each verified by GPU checksums before it counts. Each row is
- * BW_ROUNDS rounds of a raw slice and an RDMA slice back to back (alternating which goes first),
- * 2 x budgetMs in all: this VM's copy speed drifts by 2x within seconds, and a ratio taken
- * inside one round cancels that drift; the row reports the median of the per-round ratios.
+ * BW_ROUNDS rounds of three slices of about budgetMs / BW_ROUNDS each (the raw set, the RDMA
+ * stream, the set in a worker), rotating which goes first: this VM's copy speed drifts by 2x
+ * within seconds, and a ratio taken inside one round cancels that drift; the row reports the
+ * median of the per-round ratios. An RDMA slice is at least one whole stream call (8 warm-up
+ * WRs and at least 16 more, 384 MiB at 16 MiB), so at 16 MiB it runs longer than the others.
  */
 async function bandwidthRows(rig: GpuRdmaRig, budgetMs: number): Promise<BwRow[]> {
   const copier = new RawCopyWorker(rig.raw.src, rig.raw.dst);

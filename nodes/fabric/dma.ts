@@ -259,14 +259,16 @@ class RunCursor {
     const wStart = bus ? pv.busStart[wi] : pv.start[wi];
     const wEnd = bus ? pv.busEnd[wi] : pv.end[wi];
     if (p + run > wEnd) run = wEnd - p; // the rest starts a new run in the next window (or faults)
+    // the run's target is fixed before the hook: a hook that syncs this ctx (its own DMA after an
+    // INVAL bump) replaces the phys map view's arrays, and `wi` would then name another window.
+    this.mem = pv.bytes[wi];
+    this.off = pv.regionOffset[wi] + (p - wStart);
+    this.run = run;
     const hook = ctx.hook;
     if (hook !== null) {
       const s = hook(ctx, this.op, a, p, run, bus);
       if (s !== 0) return s;
     }
-    this.mem = pv.bytes[wi];
-    this.off = pv.regionOffset[wi] + (p - wStart);
-    this.run = run;
     return DmaStatus.OK;
   }
 }
@@ -404,8 +406,11 @@ export function dmaCopy(
   const d = cursorGet();
   let status: number = DmaStatus.OK;
   // one device on both sides (a NIC's loopback): a destination run resolved right after a source
-  // run needs no INVAL load of its own, unless a hook ran in between (it may have unmapped).
+  // run needs no INVAL load of its own, unless something in between could order it after a
+  // kernel change: a hook (it may unmap), or a table walk on the source side (a PTE it read may
+  // have been mapped after an unmap the destination's cached entry predates).
   const shared = srcCtx === dstCtx;
+  const tlb = srcCtx.iotlb;
   try {
     s.begin(srcCtx, DmaOp.READ, srcBus);
     d.begin(dstCtx, DmaOp.WRITE, dstBus);
@@ -417,11 +422,12 @@ export function dmaCopy(
     while (done < length) {
       let fresh = false; // INVAL of srcCtx loaded for this pair of runs
       if (sLeft === 0) {
+        const walks = tlb.misses;
         status = s.next(srcAddr + done, length - done);
         if (status !== 0) break;
         sLeft = s.run;
         sOff = s.off;
-        fresh = shared && srcCtx.hook === null;
+        fresh = shared && srcCtx.hook === null && tlb.misses === walks;
       }
       if (dLeft === 0) {
         status = d.next(dstAddr + done, length - done, fresh);

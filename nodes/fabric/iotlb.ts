@@ -89,6 +89,7 @@ const kPfnHiMask = PTE_PFN_HI_MASK;
 const kNotPresent = IommuFaultReason.NOT_PRESENT;
 /** IOVA pages are < 2^28 (aperture <= 2^40): a key is epoch * 2^28 + page, exact in a double. */
 const kEpochScale = 2 ** 28;
+const kEpochLimit = 2 ** 24;
 
 /** A per-device translation cache. Owned by one DmaCtx (one thread). */
 export class Iotlb {
@@ -108,8 +109,12 @@ export class Iotlb {
 
   /** Drop every entry. Called by: DmaCtx.sync() when DevCtx.INVAL moved. */
   flush(): void {
-    this.epoch++;
     this.flushes++;
+    // keys stay exact doubles while epoch * 2^28 + page < 2^53: start over long before that.
+    if (++this.epoch >= kEpochLimit) {
+      this.key.fill(-1);
+      this.epoch = 0;
+    }
   }
 }
 

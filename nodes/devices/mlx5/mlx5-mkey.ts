@@ -94,7 +94,7 @@ export class MkeyEngine {
     const h = this.hca;
     const b = hcaMkeyBase(idx);
     // a plain read: the WQE naming the key was published after the key (SEQ load ordered it),
-    // and usable() re-checks STATE with Atomics.load once the access is announced.
+    // and usable() re-checks the key (XLT, then STATE) with Atomics once the access is announced.
     if (h[b + Mlx5Mkey.STATE] !== Mlx5MkeyState.VALID) return false;
     if (h[b + Mlx5Mkey.KEY] !== (key | 0) || h[b + Mlx5Mkey.PD] !== pd) return false;
     if ((h[b + Mlx5Mkey.ACCESS] & access) !== access) return false;

@@ -286,7 +286,8 @@ export function iommuMap(domain: IommuDomain, iova: number, paddr: number, size:
   try {
     domain.pgtable.map(iova, paddr, size / PAGE_SIZE, prot);
   } catch (e) {
-    // EEXIST/ENOMEM unmapped the pages this call had already published: a worker may hold them.
+    // EEXIST unmapped the pages this call had already published, and a worker may hold them.
+    // (ENOMEM leaves them mapped, which needs no invalidation: a map never does.)
     domainIotlbSync(domain);
     throw e;
   }

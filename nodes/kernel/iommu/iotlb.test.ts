@@ -1,7 +1,7 @@
 // The device IOTLB (fabric/iotlb.ts) against the kernel's invalidations: a warm cache never
 // outlives an unmap, a remap, a detach or a new window, and a hit costs no table walk.
 import { afterEach, describe, expect, it } from 'vitest';
-import { dmaFill, dmaRead, DmaStatus, dmaWrite } from '../../fabric/dma.ts';
+import { dmaCopy, dmaFill, dmaRead, DmaStatus, dmaWrite } from '../../fabric/dma.ts';
 import { IommuFaultReason } from '../../fabric/iommu-layout.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
 import { MemRegionKind, memRegionCreate } from '../mm/region.ts';
@@ -127,6 +127,69 @@ describe('iotlb', () => {
     expect(dmaFill(ctx, 0x50_0000, 3, 16)).toBe(DmaStatus.OK);
     expect(host.ram.bytes[a]).toBe(1);
     expect(host.ram.bytes[b]).toBe(3);
+  });
+
+  it('iotlb - a hook that remaps windows and runs its own DMA does not redirect the run it was called for', () => {
+    const { dom, ctx } = setup();
+    const b1 = memRegionCreate('b1', MemRegionKind.BAR, 4 * PAGE_SIZE);
+    const b2 = memRegionCreate('b2', MemRegionKind.BAR, 4 * PAGE_SIZE);
+    const b3 = memRegionCreate('b3', MemRegionKind.BAR, 4 * PAGE_SIZE);
+    const w1 = host.physMap.addBar(b1);
+    const w2 = host.physMap.addBar(b2);
+    iommuMap(dom, 0x10_0000, w2.phys, PAGE_SIZE, RW);
+    iommuMap(dom, 0x20_0000, host.pages.allocContigPages(1).pfn * PAGE_SIZE, PAGE_SIZE, RW);
+    let once = false;
+    ctx.hook = (_c, _op, addr) => {
+      if (!once && addr === 0x10_0000) {
+        once = true;
+        // the window list changes under the run, and the nested DMA syncs the ctx to it
+        host.physMap.removeWindow(w1.phys);
+        host.physMap.addBar(b3);
+        expect(dmaRead(ctx, 0x20_0000, 4, new Uint8Array(4))).toBe(DmaStatus.OK);
+      }
+      return 0;
+    };
+    expect(dmaFill(ctx, 0x10_0000, 0xab, 16)).toBe(DmaStatus.OK);
+    expect([b2.bytes[0], b3.bytes[0], b1.bytes[0]]).toEqual([0xab, 0, 0]);
+  });
+
+  it('iotlb - a loopback copy whose source walk sees a map made after an unmap does not write through the unmapped destination', () => {
+    const { dom, ctx } = setup();
+    const S = 0x10_0000;
+    const D = 0x20_0000;
+    const s0 = host.pages.allocContigPages(1).pfn * PAGE_SIZE;
+    const s1 = host.pages.allocContigPages(1).pfn * PAGE_SIZE;
+    const d = host.pages.allocContigPages(2).pfn * PAGE_SIZE;
+    iommuMap(dom, S, s0, PAGE_SIZE, RW);
+    iommuMap(dom, D, d, 2 * PAGE_SIZE, RW);
+    host.ram.bytes.fill(0x11, s0, s0 + PAGE_SIZE);
+    // warm the cache: the first source page and both destination pages
+    expect(dmaFill(ctx, D, 0, 2 * PAGE_SIZE)).toBe(DmaStatus.OK);
+    expect(dmaCopy(ctx, S, false, ctx, D, false, 16)).toBe(DmaStatus.OK);
+    host.ram.bytes.fill(0, d, d + 2 * PAGE_SIZE);
+    // the kernel runs between two loads of the device's source-side table walk: it unmaps the
+    // destination, then maps the source's second page, which the walk then reads.
+    const load = Atomics.load;
+    const table = (dom as unknown as { pgtable: { sab: SharedArrayBuffer } }).pgtable.sab;
+    let armed = true;
+    const patched = ((a: Int32Array, i: number) => {
+      if (armed && a.buffer === table) {
+        armed = false;
+        iommuUnmap(dom, D, 2 * PAGE_SIZE);
+        iommuMap(dom, S + PAGE_SIZE, s1, PAGE_SIZE, RW);
+      }
+      return load(a, i);
+    }) as typeof Atomics.load;
+    Atomics.load = patched;
+    let st: number;
+    try {
+      st = dmaCopy(ctx, S, false, ctx, D, false, 2 * PAGE_SIZE);
+    } finally {
+      Atomics.load = load;
+    }
+    expect(armed).toBe(false);
+    expect(st).toBe(DmaStatus.EFAULT);
+    expect(host.ram.bytes[d]).toBe(0);
   });
 
   it('iotlb - a window added after the cache is warm is reachable at the next DMA', () => {

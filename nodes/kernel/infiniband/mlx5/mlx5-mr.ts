@@ -74,6 +74,8 @@ export class Mlx5Mr {
   mttCap = 0;
   faulting = false;
   dead = false;
+  /** releaseMr() ran: the index, MTT range and umem are gone (it runs once). */
+  released = false;
   /** Page faults resolved (diagnostics and tests). */
   faults = 0;
 
@@ -288,6 +290,10 @@ async function prefault(d: Mlx5Dev, mr: Mlx5Mr, umem: IbUmemDmabuf): Promise<voi
   const resv = umem.dmabuf.resv;
   await dmaResvLock(resv, null);
   try {
+    // a dereg (device removal) may have zapped and freed the mkey while we waited for the lock:
+    // XLT must never go PRESENT again under STATE FREE (the device reads PRESENT as VALID).
+    if (mr.dead)
+      throw err('ENODEV', `${d.name}: mkey 0x${mr.key.toString(16)} went away during registration`);
     await ibUmemDmabufMapPages(umem);
     mttProgram(d, mr, umem.runs!);
   } finally {
@@ -380,6 +386,9 @@ export async function mlx5DeregMr(d: Mlx5Dev, mr: Mlx5Mr): Promise<void> {
 
 // Free the mkey's resources (umem, MTT range, index). The mkey must be FREE or never published.
 async function releaseMr(d: Mlx5Dev, mr: Mlx5Mr): Promise<void> {
+  // a registration failing after a concurrent dereg (device removal) got here first.
+  if (mr.released) return;
+  mr.released = true;
   mr.dead = true;
   Atomics.store(d.hca, hcaMkeyBase(mr.index) + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
   Atomics.store(d.hca, hcaMkeyBase(mr.index) + Mlx5Mkey.STATE, Mlx5MkeyState.FREE);
