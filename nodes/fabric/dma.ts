@@ -233,9 +233,11 @@ class RunCursor {
       if (a >= dom.limit) return fault(ctx, a, this.access, false, kNotPresent, max);
       const tlb = ctx.iotlb;
       const need = this.need;
-      const inPage = a % kPage;
+      // a - floor(a / page) * page, not a % page: `%` on a double (an IOVA >= 2^31) is an fmod call.
+      const pageBase = Math.floor(a / kPage) * kPage;
+      const inPage = a - pageBase;
       // aperture <= 2^40, so the IOVA pfn is < 2^28 and fits int32 arithmetic.
-      let pfn = ((a - inPage) / kPage) | 0;
+      let pfn = (pageBase / kPage) | 0;
       let sl = iotlbLookup(tlb, dom, pfn, Math.ceil((inPage + max) / kPage));
       if (sl < 0) return fault(ctx, a, this.access, false, -sl, max);
       if ((tlb.perm[sl] & need) === 0) return fault(ctx, a, this.access, false, kPerm, max);

@@ -116,8 +116,10 @@ const TWO32 = 2 ** 32;
  * Plain stores: the slot's SEQ store publishes them.
  */
 export function ringPutU64(w: Int32Array, at: number, value: number): void {
-  w[at] = (value % TWO32) | 0;
-  w[at + 1] = Math.floor(value / TWO32) | 0;
+  // no `%` on a double: V8 calls fmod for it (~15 ns), per WQE and CQE on the hot path.
+  const hi = Math.floor(value / TWO32);
+  w[at] = (value - hi * TWO32) | 0;
+  w[at + 1] = hi | 0;
 }
 
 /** Read back what ringPutU64 stored (the high word is taken as unsigned). */
