@@ -8,7 +8,7 @@
  *   [mkey table: MLX5_MAX_MKEY x 16]
  *
  * plus one growable MTT SharedArrayBuffer (translation entries of every mkey), an event queue
- * ring (EQ, device -> kernel: page faults, QP errors) and per-queue rings (SQ, RQ, CQ) made by
+ * ring (EQ, device -> kernel: page faults, CQ overruns, QP errors) and per-queue rings (SQ, RQ, CQ) made by
  * ring-layout.ts.
  *
  * DOC: mkeys and translation (mlx5 mkey context + MTT, reduced)
@@ -99,9 +99,17 @@ export const Mlx5CqCtx = {
   DB: 0,
   DB_NEED_WAKEUP: 1,
   VALID: 2,
+  /** Mlx5CqState, written by the device (Atomics.store): OVERRUN once a CQE found the CQ full. */
+  STATE: 3,
 } as const;
 export const MLX5_CQ_CTX_WORDS = 16;
 layoutCheck('Mlx5CqCtx', Mlx5CqCtx, MLX5_CQ_CTX_WORDS, 64);
+
+/**
+ * CQ states. OVERRUN (IB spec CQ overrun, mlx5 CQ error): a completion found the CQ full; the
+ * device writes no CQE into it again (until it is destroyed) and raises a CQ_ERROR EQE.
+ */
+export const Mlx5CqState = { OK: 0, OVERRUN: 1 } as const;
 
 /** mkey context (16 words at hcaMkeyBase(index)). */
 export const Mlx5Mkey = {
@@ -165,8 +173,15 @@ export const Mlx5Eqe = {
   LEN: 5,
   /** Mlx5EqeFlags. */
   FLAGS: 6,
+  /** CQ_ERROR: the CQ that overran. */
+  CQN: 7,
 } as const;
-export const Mlx5EqeType = { PAGE_FAULT: 1, QP_ERROR: 2 } as const;
+/**
+ * PAGE_FAULT: an ODP mkey needs its translation (MKEY_INDEX, QPN, ADDR, LEN, FLAGS).
+ * QP_ERROR: QP `QPN` entered the error state because a completion it needed was lost (its CQ
+ * overran): IBV_EVENT_QP_FATAL. CQ_ERROR: CQ `CQN` overran: IBV_EVENT_CQ_ERR.
+ */
+export const Mlx5EqeType = { PAGE_FAULT: 1, QP_ERROR: 2, CQ_ERROR: 3 } as const;
 export const Mlx5EqeFlags = { REQUESTER: 1, WRITE: 2 } as const;
 
 /** Firmware command opcodes on the device queue (model range 1..0xef). */

@@ -12,7 +12,8 @@
  * DOC: main loop (DeviceRuntime's loop, extended)
  *   1. load the UAR doorbell count (or, before INIT_HCA, the command doorbell), then STOP;
  *   2. run pending firmware commands, then every QP: error-state flushes, wire receive, the
- *      requester (loopback or wire), ACK timers; then CQ events and wire doorbells, once each;
+ *      requester (loopback or wire), ACK timers; then CQ events and wire doorbells, once each,
+ *      and CQ/QP error EQEs that found the EQ full (mlx5-qp.ts EqHw);
  *   3. nothing done: a DRAIN stop ends the loop; otherwise spin briefly, then sleep on the UAR
  *      doorbell until it moves, a QP timer is due, or WAIT_SLICE_MS passed.
  * Userspace, the driver (after each command and stop request) and peer NICs ring the UAR.
@@ -32,6 +33,7 @@ import {
   MLX5_MAX_QP,
   Mlx5Cmd,
   Mlx5CqCtx,
+  Mlx5CqState,
   Mlx5Ctl,
   Mlx5QpCtx,
 } from '../../fabric/mlx5-layout.ts';
@@ -44,7 +46,7 @@ import {
   WAIT_SLICE_MS,
 } from '../device-runtime.ts';
 import { MkeyEngine } from './mlx5-mkey.ts';
-import { CqHw, type QpAttrs, QpHw } from './mlx5-qp.ts';
+import { CqHw, EqHw, type QpAttrs, QpHw } from './mlx5-qp.ts';
 import { wireRequester, wireTimers } from './mlx5-wire-requester.ts';
 import { wireReceive } from './mlx5-wire-responder.ts';
 import { requesterLoopback } from './mlx5-requester.ts';
@@ -72,12 +74,15 @@ export type Mlx5Payload =
     };
 
 const DEFAULT_SPIN_US = 50;
+/** How soon a CQ/QP error event waiting for EQ room is tried again. */
+const EQ_RETRY_MS = 1;
 
 export class Mlx5Hca implements DeviceModel {
   readonly name = 'mlx5';
   private readonly rt: DeviceRuntime;
   private hca: Int32Array | null = null;
   private eng: MkeyEngine | null = null;
+  private eq: EqHw | null = null;
   private readonly qps: (QpHw | undefined)[] = [];
   private live: QpHw[] = [];
   private readonly cqs: (CqHw | undefined)[] = [];
@@ -170,6 +175,12 @@ export class Mlx5Hca implements DeviceModel {
       if (qp.retryAt > now) timer = Math.min(timer, qp.retryAt);
     }
     for (const cq of this.liveCqs) cq.notify();
+    // CQ/QP error events the EQ had no room for: again every pass, and soon if still waiting.
+    const eq = this.eq!;
+    if (eq.pending > 0) {
+      eq.retry();
+      if (eq.pending > 0) timer = Math.min(timer, performance.now() + EQ_RETRY_MS);
+    }
     if (work > 0) Atomics.add(this.hca!, Mlx5Ctl.STAT_WQES, work);
     this.nextTimer = timer;
     // a QP that started waiting during this pass needs the clock on the next one.
@@ -185,15 +196,18 @@ export class Mlx5Hca implements DeviceModel {
         const p = this.payload(cmd.arg0, 'init');
         if (p === null || this.hca !== null) return -Errno.EINVAL;
         this.hca = hcaCheck(p.hca);
-        this.eng = new MkeyEngine(this.hca, p.mtt, this.rt.dma, new RingProducer(p.eq));
+        const eq = new RingProducer(p.eq);
+        this.eng = new MkeyEngine(this.hca, p.mtt, this.rt.dma, eq);
+        this.eq = new EqHw(this.hca, eq);
         return 0;
       }
       case Mlx5Cmd.CREATE_CQ: {
         const p = this.payload(cmd.arg0, 'cq');
         if (p === null || p.cqn < 0 || p.cqn >= MLX5_MAX_CQ || this.cqs[p.cqn]) return -Errno.EINVAL;
-        const cq = new CqHw(p.cqn, p.ring, this.hca!);
+        const cq = new CqHw(p.cqn, p.ring, this.hca!, this.eq!);
         this.cqs[p.cqn] = cq;
         this.liveCqs.push(cq);
+        Atomics.store(this.hca!, hcaCqBase(p.cqn) + Mlx5CqCtx.STATE, Mlx5CqState.OK);
         Atomics.store(this.hca!, hcaCqBase(p.cqn) + Mlx5CqCtx.VALID, 1);
         return 0;
       }
@@ -229,7 +243,7 @@ export class Mlx5Hca implements DeviceModel {
     const scq = this.cqs[p.sendCqn];
     const rcq = this.cqs[p.recvCqn];
     if (!scq || !rcq) return -Errno.EINVAL;
-    const qp = new QpHw(p.qpn, p.pd, p.sq, p.rq, scq, rcq, this.hca!);
+    const qp = new QpHw(p.qpn, p.pd, p.sq, p.rq, scq, rcq, this.hca!, this.eq!);
     this.qps[p.qpn] = qp;
     this.live.push(qp);
     Atomics.store(this.hca!, hcaQpBase(p.qpn) + Mlx5QpCtx.VALID, 1);

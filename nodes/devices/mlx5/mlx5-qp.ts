@@ -7,7 +7,16 @@
  */
 import { doorbellRing } from '../../fabric/doorbell.ts';
 import { IbvQpState, IbvWcOpcode, IbvWcStatus, IbvWrOpcode } from '../../fabric/mlx5-ib-abi.ts';
-import { hcaCqBase, hcaQpBase, Mlx5CqCtx, Mlx5QpCtx } from '../../fabric/mlx5-layout.ts';
+import {
+  hcaCqBase,
+  hcaQpBase,
+  Mlx5CqCtx,
+  Mlx5CqState,
+  Mlx5Ctl,
+  Mlx5Eqe,
+  Mlx5EqeType,
+  Mlx5QpCtx,
+} from '../../fabric/mlx5-layout.ts';
 import { cqeWrite, RecvWqe, SendWqe, wqPeekAt, wqRetire } from '../../fabric/mlx5-wqe.ts';
 import { RingProducer } from '../../fabric/ring.ts';
 import { ringCheck, ringGetU64 } from '../../fabric/ring-layout.ts';
@@ -29,25 +38,84 @@ export interface QpAttrs {
   maxRdAtomic: number;
 }
 
-/** A completion queue: the device is its only producer. */
+/**
+ * The event queue as the CQ/QP error paths produce into it (page faults: mlx5-mkey.ts, on the
+ * same ring). An event the EQ has no room for waits here and is posted again by retry(), which
+ * the HCA loop calls every pass (a full EQ drops nothing for good: at most one event per CQ
+ * and one per QP transition wait).
+ */
+export class EqHw {
+  private readonly ring: RingProducer;
+  private readonly hca: Int32Array;
+  /** Events still to post, as (type, number) pairs in order. */
+  private readonly waiting: number[] = [];
+
+  constructor(hca: Int32Array, ring: RingProducer) {
+    this.hca = hca;
+    this.ring = ring;
+  }
+
+  /** Events waiting for EQ room. */
+  get pending(): number {
+    return this.waiting.length >> 1;
+  }
+
+  /** Raise a CQ_ERROR (num = cqn) or QP_ERROR (num = qpn) event, now or when the EQ has room. */
+  raise(type: number, num: number): void {
+    if (this.waiting.length > 0 || !this.post(type, num)) this.waiting.push(type, num);
+  }
+
+  /** Post waiting events as far as the EQ has room. Returns events posted. */
+  retry(): number {
+    let n = 0;
+    while (this.waiting.length > 0 && this.post(this.waiting[0], this.waiting[1])) {
+      this.waiting.splice(0, 2);
+      n++;
+    }
+    return n;
+  }
+
+  private post(type: number, num: number): boolean {
+    const eq = this.ring;
+    const s = eq.claim();
+    if (s < 0) return false;
+    const w = eq.words;
+    for (let i = 0; i <= Mlx5Eqe.CQN; i++) w[s + i] = 0;
+    w[s + Mlx5Eqe.TYPE] = type;
+    if (type === Mlx5EqeType.CQ_ERROR) w[s + Mlx5Eqe.CQN] = num;
+    else w[s + Mlx5Eqe.QPN] = num;
+    eq.commit();
+    eq.flush();
+    // the interrupt: the EQE above is published before it.
+    doorbellRing(this.hca, Mlx5Ctl.EQ_DB);
+    return true;
+  }
+}
+
+/**
+ * A completion queue: the device is its only producer. A CQE that finds it full is a CQ
+ * overrun (IB spec 11.4.2.1, mlx5 CQ error): the CQ enters OVERRUN for good, its CQ_ERROR event
+ * is raised, and every later CQE for it is dropped. The CQEs written before stay pollable.
+ */
 export class CqHw {
   readonly cqn: number;
   readonly ring: RingProducer;
   private readonly hca: Int32Array;
+  private readonly eq: EqHw;
   private dirty = false;
+  overrun = false;
 
-  constructor(cqn: number, ring: SharedArrayBuffer, hca: Int32Array) {
+  constructor(cqn: number, ring: SharedArrayBuffer, hca: Int32Array, eq: EqHw) {
     this.cqn = cqn;
     this.ring = new RingProducer(ring);
     this.hca = hca;
+    this.eq = eq;
   }
 
-  /** True if one more CQE fits (claim() is idempotent until commit). */
-  hasSpace(): boolean {
-    return this.ring.claim() >= 0;
-  }
-
-  /** Write one CQE; false if the CQ is full (nothing written). */
+  /**
+   * Write one CQE; false if it was lost (nothing written): the CQ overran now or before. The
+   * caller moves the QP whose completion it was to the error state (QpHw.cqeLost).
+   */
   post(
     wrId: number,
     status: number,
@@ -57,8 +125,14 @@ export class CqHw {
     qpn: number,
     flags: number,
   ): boolean {
+    if (this.overrun) return false;
     const s = this.ring.claim();
-    if (s < 0) return false;
+    if (s < 0) {
+      this.overrun = true;
+      Atomics.store(this.hca, hcaCqBase(this.cqn) + Mlx5CqCtx.STATE, Mlx5CqState.OVERRUN);
+      this.eq.raise(Mlx5EqeType.CQ_ERROR, this.cqn);
+      return false;
+    }
     cqeWrite(this.ring.words, s, wrId, status, opcode, byteLen, imm, qpn, flags);
     this.ring.commit();
     this.dirty = true;
@@ -87,6 +161,7 @@ export class QpHw {
   readonly sendCq: CqHw;
   readonly recvCq: CqHw;
   private readonly hca: Int32Array;
+  private readonly eq: EqHw;
   attrs: QpAttrs;
   peer: QpPeer | null = null;
   // requester: first SQ position not retired / next to start; the retry clock.
@@ -136,6 +211,7 @@ export class QpHw {
     sendCq: CqHw,
     recvCq: CqHw,
     hca: Int32Array,
+    eq: EqHw,
   ) {
     this.qpn = qpn;
     this.pd = pd;
@@ -147,6 +223,7 @@ export class QpHw {
     this.sendCq = sendCq;
     this.recvCq = recvCq;
     this.hca = hca;
+    this.eq = eq;
     this.wqeFirstPsn = new Float64Array(sqSlots);
     this.wqeLastPsn = new Float64Array(sqSlots);
     this.wqeReadGot = new Float64Array(sqSlots);
@@ -188,6 +265,16 @@ export class QpHw {
     this.pendingErr = -1;
   }
 
+  /**
+   * A CQE of this QP was lost (its CQ overran): the QP enters the error state, and if it was
+   * not there yet, its QP_ERROR event (IBV_EVENT_QP_FATAL) is raised.
+   */
+  cqeLost(): void {
+    if (this.attrs.state === IbvQpState.IBV_QPS_ERR) return;
+    this.toError();
+    this.eq.raise(Mlx5EqeType.QP_ERROR, this.qpn);
+  }
+
   /** Send WQE slot at position `pos`, or -1 if nothing is posted there. */
   sqAt(pos: number): number {
     return wqPeekAt(this.sq, this.sqMask, pos);
@@ -213,40 +300,41 @@ export class QpHw {
 
   /**
    * Complete the send WQE at sqTail with `status` (a CQE if signaled or failed) and retire it.
-   * False when the CQ is full (nothing done).
+   * A CQE its CQ has no room for is lost and puts the QP in the error state (cqeLost): check
+   * the state afterwards.
    */
-  completeSend(base: number, status: number, byteLen: number): boolean {
+  completeSend(base: number, status: number, byteLen: number): void {
     const w = this.sq;
     const signaled = (w[base + SendWqe.FLAGS] & 2) !== 0; // IBV_SEND_SIGNALED
     if (!signaled && status === IbvWcStatus.IBV_WC_SUCCESS) {
       this.sqRetire();
-      return true;
+      return;
     }
-    if (!this.sendCq.hasSpace()) return false;
     const id = ringGetU64(w, base + SendWqe.WRID_LO);
     const wc = wcOpcodeOf(w[base + SendWqe.OPCODE]);
     // the slot is free before its completion is visible: a poster counting completions finds
     // the room they announce (as libmlx5 frees SQ space from the CQE).
     this.sqRetire();
-    this.sendCq.post(id, status, wc, byteLen, 0, this.qpn, 0);
-    return true;
+    if (!this.sendCq.post(id, status, wc, byteLen, 0, this.qpn, 0)) this.cqeLost();
   }
 
   /**
-   * Flush (IBV_WC_WR_FLUSH_ERR) every posted send and receive WQE, as far as the CQs have room.
-   * Called by: the HCA loop while the QP is in the error state. Returns WQEs flushed.
+   * Flush (IBV_WC_WR_FLUSH_ERR) every posted send and receive WQE. A flush CQE that finds its
+   * CQ full overruns it like any other (the QP is in the error state already); into an overrun
+   * CQ the WQEs retire without a completion. Called by: the HCA loop while the QP is in the
+   * error state. Returns WQEs flushed.
    */
   flush(): number {
     let n = 0;
     const flushErr = IbvWcStatus.IBV_WC_WR_FLUSH_ERR;
-    for (let b = this.sqAt(this.sqTail); b >= 0 && this.sendCq.hasSpace(); b = this.sqAt(this.sqTail)) {
+    for (let b = this.sqAt(this.sqTail); b >= 0; b = this.sqAt(this.sqTail)) {
       const wc = wcOpcodeOf(this.sq[b + SendWqe.OPCODE]);
       const id = ringGetU64(this.sq, b + SendWqe.WRID_LO);
       this.sqRetire();
       this.sendCq.post(id, flushErr, wc, 0, 0, this.qpn, 0);
       n++;
     }
-    for (let b = this.rqHead(); b >= 0 && this.recvCq.hasSpace(); b = this.rqHead()) {
+    for (let b = this.rqHead(); b >= 0; b = this.rqHead()) {
       const id = ringGetU64(this.rq, b + RecvWqe.WRID_LO);
       this.rqRetire();
       this.recvCq.post(id, flushErr, IbvWcOpcode.IBV_WC_RECV, 0, 0, this.qpn, 0);

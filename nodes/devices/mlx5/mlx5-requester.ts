@@ -4,7 +4,8 @@
  * packet, PSN or ACK is needed; what the wire path does with NAKs and timers happens here with
  * the result of that step:
  *
- *  - ACK: complete (a CQE if signaled), retire, next WQE;
+ *  - ACK: complete (a CQE if signaled), retire, next WQE; a CQE that finds the CQ full is a CQ
+ *    overrun: lost, and the QP enters the error state (QpHw.cqeLost);
  *  - RNR: wait min_rnr_timer of the responder, retry; beyond rnr_retry (7 = forever):
  *    IBV_WC_RNR_RETRY_EXC_ERR and the error state;
  *  - DROP (responder absent or not ready): wait the local ACK timeout, retry; beyond retry_cnt:
@@ -23,6 +24,7 @@ import {
   IB_MAX_MSG_SZ,
   IB_RNR_RETRY_INFINITE,
   IbvAccess,
+  IbvQpState,
   IbvSendFlags,
   IbvWcStatus,
   IbvWrOpcode,
@@ -85,11 +87,10 @@ export function decodeSend(eng: MkeyEngine, qp: QpHw, base: number, out: LocalRe
   return IbvWcStatus.IBV_WC_SUCCESS;
 }
 
-/** Complete the WQE at sqTail with an error and enter the error state. False if the CQ is full. */
-export function failTail(qp: QpHw, base: number, status: number): boolean {
-  if (!qp.completeSend(base, status, 0)) return false;
+/** Complete the WQE at sqTail with an error and enter the error state. */
+export function failTail(qp: QpHw, base: number, status: number): void {
+  qp.completeSend(base, status, 0);
   qp.toError();
-  return true;
 }
 
 const respStatus: number[] = [];
@@ -121,11 +122,12 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
       if (now < qp.retryAt && !(qp.stalled && eng.faultSettled(qp.stallIdx))) break;
       qp.retryAt = 0;
     }
-    // every outcome below may need a CQE: do not start what could not be completed.
-    if (!qp.sendCq.hasSpace()) break;
+    // no look at the CQ first: a WQE executes, and a completion that finds its CQ full is a CQ
+    // overrun (the CQE is lost, the QP enters ERR: QpHw.cqeLost), not back-pressure.
     const local = decodeSend(eng, qp, base, req);
     if (local !== IbvWcStatus.IBV_WC_SUCCESS) {
-      if (failTail(qp, base, local)) n++;
+      failTail(qp, base, local);
+      n++;
       break;
     }
     const r = respondLocal(eng, qp.qpn, req, peer);
@@ -139,12 +141,14 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
       qp.retryCount = 0;
       qp.stalled = false;
       n++;
+      if (qp.state === IbvQpState.IBV_QPS_ERR) break; // its CQE was lost (CQ overrun)
       continue;
     }
     if (r === Resp.RNR) {
       const limit = qp.attrs.rnrRetry;
       if (limit !== IB_RNR_RETRY_INFINITE && qp.rnrCount >= limit) {
-        if (failTail(qp, base, IbvWcStatus.IBV_WC_RNR_RETRY_EXC_ERR)) n++;
+        failTail(qp, base, IbvWcStatus.IBV_WC_RNR_RETRY_EXC_ERR);
+        n++;
         break;
       }
       qp.rnrCount++;
@@ -155,7 +159,8 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
     }
     if (r === Resp.DROP) {
       if (qp.retryCount >= qp.attrs.retryCnt) {
-        if (failTail(qp, base, IbvWcStatus.IBV_WC_RETRY_EXC_ERR)) n++;
+        failTail(qp, base, IbvWcStatus.IBV_WC_RETRY_EXC_ERR);
+        n++;
         break;
       }
       qp.retryCount++;
@@ -169,7 +174,8 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
       qp.retryAt = performance.now() + STALL_RECHECK_MS;
       break;
     }
-    if (failTail(qp, base, statusOfResp(r))) n++;
+    failTail(qp, base, statusOfResp(r));
+    n++;
     break;
   }
   return n;

@@ -11,7 +11,9 @@
  *  - SEND and WRITE_WITH_IMM consume a receive WQE; none posted: RNR NAK (retried per rnr_retry);
  *    a receive buffer too small: the receive completes IBV_WC_LOC_LEN_ERR and the requester
  *    IBV_WC_REM_INV_REQ_ERR; a bad receive lkey: IBV_WC_LOC_PROT_ERR and IBV_WC_REM_OP_ERR;
- *  - an ODP MR that is faulting answers RNR (§7 rule 13) while the kernel re-maps it.
+ *  - an ODP MR that is faulting answers RNR (§7 rule 13) while the kernel re-maps it;
+ *  - a receive completion that finds the recv CQ full is a CQ overrun: the message was placed
+ *    and is acknowledged, its CQE is lost, and the responder QP enters the error state.
  *
  * Runs in the device worker.
  */
@@ -67,11 +69,12 @@ export function rdmaCheck(
 
 /**
  * Check the receive WQE at the responder's RQ head for a `len`-byte message. Returns ACK, RNR
- * (none posted or no CQ room), or the NAK after completing the receive with its error.
+ * (none posted), or the NAK after completing the receive with its error. The CQ's room is not
+ * looked at: a receive completion that finds it full is a CQ overrun (recvComplete).
  */
 export function recvCheck(eng: MkeyEngine, qp: QpHw, len: number): Resp {
   const b = qp.rqHead();
-  if (b < 0 || !qp.recvCq.hasSpace()) return Resp.RNR;
+  if (b < 0) return Resp.RNR;
   const w = qp.rq;
   const nsge = w[b + RecvWqe.NSGE];
   const cap = nsge > 0 ? w[b + RecvWqe.LEN] >>> 0 : 0;
@@ -89,13 +92,16 @@ export function recvCheck(eng: MkeyEngine, qp: QpHw, len: number): Resp {
   return Resp.ACK;
 }
 
-/** Complete the receive at the RQ head with an error and put the QP in the error state. */
+/**
+ * Complete the receive at the RQ head with an error and put the QP in the error state (a CQE
+ * the CQ has no room for is lost: CQ overrun).
+ */
 export function recvFail(qp: QpHw, status: number): void {
   const b = qp.rqHead();
-  if (b >= 0 && qp.recvCq.hasSpace()) {
+  if (b >= 0) {
     const id = ringGetU64(qp.rq, b + RecvWqe.WRID_LO);
     qp.rqRetire();
-    qp.recvCq.post(id, status, IbvWcOpcode.IBV_WC_RECV, 0, 0, qp.qpn, 0);
+    if (!qp.recvCq.post(id, status, IbvWcOpcode.IBV_WC_RECV, 0, 0, qp.qpn, 0)) qp.cqeLost();
   }
   qp.toError();
 }
@@ -109,10 +115,9 @@ export function recvComplete(qp: QpHw, wrOp: number, len: number, imm: number): 
       ? IbvWcOpcode.IBV_WC_RECV_RDMA_WITH_IMM
       : IbvWcOpcode.IBV_WC_RECV;
   const id = ringGetU64(qp.rq, b + RecvWqe.WRID_LO);
-  // free the slot first (a poster counting completions finds the room); recvCheck made sure of
-  // the CQ room before any byte moved.
+  // free the slot first (a poster counting completions finds the room).
   qp.rqRetire();
-  qp.recvCq.post(
+  const ok = qp.recvCq.post(
     id,
     IbvWcStatus.IBV_WC_SUCCESS,
     opcode,
@@ -121,6 +126,8 @@ export function recvComplete(qp: QpHw, wrOp: number, len: number, imm: number): 
     qp.qpn,
     withImm ? IbvWcFlags.IBV_WC_WITH_IMM : 0,
   );
+  // the data is placed, its completion lost: CQ overrun, the responder QP enters ERR.
+  if (!ok) qp.cqeLost();
 }
 
 /** A failed responder check puts the responder QP in the error state as well (rule 16). */
@@ -168,7 +175,7 @@ export function respondLocal(eng: MkeyEngine, rqQpn: number, req: LocalReq, qp: 
   if (write) {
     const c = rdmaCheck(eng, qp, true, req.raddr, req.rkey, len);
     if (c !== Resp.ACK) return respFatal(qp, c);
-    if (consumes && (qp.rqHead() < 0 || !qp.recvCq.hasSpace())) return Resp.RNR;
+    if (consumes && qp.rqHead() < 0) return Resp.RNR;
   } else {
     const c = recvCheck(eng, qp, len);
     if (c !== Resp.ACK) return respFatal(qp, c);

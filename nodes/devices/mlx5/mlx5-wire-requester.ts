@@ -136,16 +136,19 @@ function retire(qp: QpHw): number {
     const base = qp.sqAt(qp.sqTail);
     if (base < 0) break;
     if (qp.pendingErr === qp.sqTail) {
-      if (failTail(qp, base, qp.pendingStatus)) n++;
+      failTail(qp, base, qp.pendingStatus);
       qp.pendingErr = -1;
+      n++;
       break;
     }
     const slot = qp.sqTail & qp.sqMask;
     const read = qp.sq[base + SendWqe.OPCODE] === IbvWrOpcode.IBV_WR_RDMA_READ;
     if (read ? qp.wqeReadGot[slot] >= 0 : qp.wqeLastPsn[slot] > qp.ackedPsn) break;
-    if (!qp.completeSend(base, IbvWcStatus.IBV_WC_SUCCESS, read ? sgeLen(qp, base) : 0)) break;
     if (read) qp.outReads--;
     n++;
+    // a CQE the CQ has no room for is a CQ overrun: the QP is in ERR now, nothing more retires.
+    qp.completeSend(base, IbvWcStatus.IBV_WC_SUCCESS, read ? sgeLen(qp, base) : 0);
+    if (qp.state === IbvQpState.IBV_QPS_ERR) break;
   }
   return n;
 }

@@ -101,12 +101,7 @@ function request(eng: MkeyEngine, qp: QpHw, l: Link, s: number): void {
     if (r === Resp.ACK) startRead(qp, w, s, false);
   } else if (op === WireOp.WRITE || op === WireOp.WRITE_IMM) {
     if ((flags & WIRE_FIRST) !== 0) r = rdmaCheck(eng, qp, true, raddr, rkey, msgLen);
-    if (
-      r === Resp.ACK &&
-      op === WireOp.WRITE_IMM &&
-      (flags & WIRE_LAST) !== 0 &&
-      (qp.rqHead() < 0 || !qp.recvCq.hasSpace())
-    )
+    if (r === Resp.ACK && op === WireOp.WRITE_IMM && (flags & WIRE_LAST) !== 0 && qp.rqHead() < 0)
       r = Resp.RNR;
     if (r === Resp.ACK && len > 0) r = place(eng, qp, l, s, rkey, raddr + off, len, true);
     if (r === Resp.ACK && op === WireOp.WRITE_IMM && (flags & WIRE_LAST) !== 0)
