@@ -43,6 +43,7 @@ const names = {
   rdmaZapTimeout: 'p2pemu:rdma:zap_timeout',
   rdmaQpModify: 'p2pemu:rdma:qp_modify',
   rdmaDeviceFatal: 'p2pemu:rdma:device_fatal',
+  rdmaAsyncEvent: 'p2pemu:rdma:async_event',
 } as const;
 
 export type TracePoint = keyof typeof names;

@@ -244,6 +244,7 @@ import {
   mockExporterMove,
   mockExporterRevoke,
 } from '../nodes/uapi/test-devices.ts';
+import { ibvAckAsyncEvent, ibvGetAsyncEvent } from '../nodes/uapi/verbs.ts';
 
 interface Row {
   /** Module and entry point, e.g. "uapi/dma-buf.dmaHeapAlloc". */
@@ -4307,6 +4308,67 @@ rows.push(
     errno: 'ENOENT',
     message: /syncobjHandleToFd: handle 4 is not a syncobj/,
     call: () => syncobjExportSyncFile(syncobjs(), 4),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// Verbs asynchronous events (nodes/uapi/verbs.ts). A context needs an HCA worker; these rows
+// check the arguments before any device is touched, so a context-shaped object stands in.
+
+/** A context-shaped object of process `p` (closed if asked). */
+function fakeCtx(p: Process, closed = false): never {
+  return { proc: p, device: { name: 'mlx5_x' }, closed, asyncEvents: [], asyncWaiters: new Set() } as never;
+}
+
+rows.push(
+  {
+    entry: 'uapi/verbs.ibvGetAsyncEvent',
+    case: 'context not an ibv_context',
+    errno: 'EINVAL',
+    message: /ibv_get_async_event: context is not an ibv_context/,
+    call: () => ibvGetAsyncEvent({} as never, 10),
+  },
+  {
+    entry: 'uapi/verbs.ibvGetAsyncEvent',
+    case: 'closed context',
+    errno: 'EINVAL',
+    message: /ibv_get_async_event: context was closed/,
+    call: () => ibvGetAsyncEvent(fakeCtx(proc(), true), 10),
+  },
+  {
+    entry: 'uapi/verbs.ibvGetAsyncEvent',
+    case: 'exited process',
+    errno: 'ESRCH',
+    message: /ibv_get_async_event: process .* has exited/,
+    call: async () => ibvGetAsyncEvent(fakeCtx(await exited()), 10),
+  },
+  {
+    entry: 'uapi/verbs.ibvGetAsyncEvent',
+    case: 'negative timeoutMs',
+    errno: 'EINVAL',
+    message: /ibv_get_async_event: timeoutMs -1 must be a number >= 0/,
+    call: () => ibvGetAsyncEvent(fakeCtx(proc()), -1),
+  },
+  {
+    entry: 'uapi/verbs.ibvGetAsyncEvent',
+    case: 'timeoutMs not a number',
+    errno: 'EINVAL',
+    message: /ibv_get_async_event: timeoutMs soon must be a number >= 0/,
+    call: () => ibvGetAsyncEvent(fakeCtx(proc()), 'soon' as never),
+  },
+  {
+    entry: 'uapi/verbs.ibvAckAsyncEvent',
+    case: 'event missing',
+    errno: 'EINVAL',
+    message: /ibv_ack_async_event: event is not an unacknowledged async event/,
+    call: () => ibvAckAsyncEvent(null as never),
+  },
+  {
+    entry: 'uapi/verbs.ibvAckAsyncEvent',
+    case: 'event not returned by ibvGetAsyncEvent',
+    errno: 'EINVAL',
+    message: /ibv_ack_async_event: event is not an unacknowledged async event/,
+    call: () => ibvAckAsyncEvent({ event_type: 0 }),
   },
 );
 

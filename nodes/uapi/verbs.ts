@@ -7,6 +7,11 @@
  * WQEs into the QP's rings and ring the UAR doorbell once per call, and ibvPollCq reads CQEs
  * from the CQ ring (fabric/mlx5-wqe.ts). None of them enters the kernel.
  *
+ * Asynchronous events (ibvGetAsyncEvent / ibvAckAsyncEvent): each context has its own queue;
+ * the kernel's CQ and QP event handlers (set here at creation, as uverbs does) append to it. The
+ * HCA raises IBV_EVENT_CQ_ERR when a CQ overruns and IBV_EVENT_QP_FATAL for the QP whose
+ * completion was lost (docs/rdma.md).
+ *
  * Objects are per process (a WeakMap keyed by the Process); ibvCloseDevice destroys what the
  * context still owns, and process exit closes every context the process left open. User memory for ibvRegMr comes from mmapAnonymous (the emulator has no
  * process address space yet): it returns the mapping's address and a CPU view of its bytes.
@@ -77,7 +82,20 @@ export interface IbvContext {
   readonly device: IbDevice;
   readonly hca: Int32Array;
   readonly objs: Set<IbvPd | IbvCq | IbvQp | IbvMr>;
+  /** The async event file: events not read yet, and readers waiting for one. */
+  readonly asyncEvents: IbvAsyncEvent[];
+  readonly asyncWaiters: Set<(ev: IbvAsyncEvent | null) => void>;
   closed: boolean;
+}
+/**
+ * struct ibv_async_event: `event_type` is an IbvEventType; an affiliated event carries its
+ * object (`cq` for IBV_EVENT_CQ_ERR, `qp` for IBV_EVENT_QP_FATAL). Acknowledge each with
+ * ibvAckAsyncEvent.
+ */
+export interface IbvAsyncEvent {
+  readonly event_type: number;
+  readonly cq?: IbvCq;
+  readonly qp?: IbvQp;
 }
 export interface IbvPd {
   readonly context: IbvContext;
@@ -177,7 +195,15 @@ export function ibvOpenDevice(proc: Process, name: string): IbvContext {
   return syscall(proc, 'ibv_open_device', () => {
     const device = ibDevices(proc.kernel).find((d) => d.name === name);
     if (!device) throw err('ENODEV', `ibv_open_device: no RDMA device named ${JSON.stringify(name)}`);
-    const ctx: IbvContext = { proc, device, hca: new Int32Array(device.uar), objs: new Set(), closed: false };
+    const ctx: IbvContext = {
+      proc,
+      device,
+      hca: new Int32Array(device.uar),
+      objs: new Set(),
+      asyncEvents: [],
+      asyncWaiters: new Set(),
+      closed: false,
+    };
     state(proc).contexts.add(ctx);
     return ctx;
   });
@@ -197,6 +223,9 @@ export async function ibvCloseDevice(ctx: IbvContext): Promise<void> {
   ctx.objs.clear();
   ctx.closed = true;
   state(ctx.proc).contexts.delete(ctx);
+  // the async event file is gone: readers get null, unread events are dropped.
+  ctx.asyncEvents.length = 0;
+  for (const wake of [...ctx.asyncWaiters]) wake(null);
 }
 const isQp = (o: object): boolean => 'qp_num' in o;
 const isMr = (o: object): boolean => 'lkey' in o;
@@ -235,6 +264,7 @@ export async function ibvCreateCq(ctx: IbvContext, cqe: number): Promise<IbvCq> 
   live('ibv_create_cq', ctx);
   const cq = await syscall(ctx.proc, 'ibv_create_cq', () => ibCreateCq(ctx.device, cqe));
   const o: IbvCq = { context: ctx, cq, ring: new RingConsumer(cq.ring), qps: new Set() };
+  cq.eventHandler = (ev) => asyncEventQueue(ctx, { event_type: ev.type, cq: o });
   ctx.objs.add(o);
   return o;
 }
@@ -287,6 +317,7 @@ export async function ibvCreateQp(pd: IbvPd, init: IbvQpInitAttr): Promise<IbvQp
   };
   init.send_cq.qps.add(o);
   init.recv_cq.qps.add(o);
+  qp.eventHandler = (ev) => asyncEventQueue(pd.context, { event_type: ev.type, qp: o });
   pd.context.objs.add(o);
   return o;
 }
@@ -646,4 +677,58 @@ export async function ibvGetCqEvent(cq: IbvCq, timeoutMs: number): Promise<boole
     if (r.async) await r.value;
     Atomics.store(h, db + Mlx5CqCtx.DB_NEED_WAKEUP - Mlx5CqCtx.DB, 0);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asynchronous events (the context's async event file: ibv_get_async_event / ibv_ack_async_event)
+
+/** Events handed out by ibvGetAsyncEvent and not acknowledged yet. */
+const unacked = new WeakSet<IbvAsyncEvent>();
+
+// uverbs' event handler: queue `ev` on the context's async file, or hand it to a waiting reader.
+function asyncEventQueue(ctx: IbvContext, ev: IbvAsyncEvent): void {
+  if (ctx.closed) return;
+  const wake = ctx.asyncWaiters.values().next();
+  if (!wake.done) wake.value(ev);
+  else ctx.asyncEvents.push(ev);
+}
+
+/**
+ * ibv_get_async_event: the context's next asynchronous event (IBV_EVENT_CQ_ERR for a CQ that
+ * overran, IBV_EVENT_QP_FATAL for a QP the device moved to ERR because a completion of it was
+ * lost), or null after `timeoutMs` (Infinity: no limit) or when the context is closed. Never
+ * blocks the thread. Every event returned must be acknowledged (ibvAckAsyncEvent).
+ * Throws (rejects): EINVAL naming context or timeoutMs; ESRCH after process exit.
+ */
+export async function ibvGetAsyncEvent(ctx: IbvContext, timeoutMs: number): Promise<IbvAsyncEvent | null> {
+  const fn = 'ibv_get_async_event';
+  live(fn, ctx);
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0)
+    throw err('EINVAL', `${fn}: timeoutMs ${String(timeoutMs)} must be a number >= 0`);
+  let ev = ctx.asyncEvents.shift() ?? null;
+  if (ev === null && timeoutMs > 0) {
+    ev = await new Promise<IbvAsyncEvent | null>((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const wake = (e: IbvAsyncEvent | null): void => {
+        ctx.asyncWaiters.delete(wake);
+        if (timer !== undefined) clearTimeout(timer);
+        resolve(e);
+      };
+      ctx.asyncWaiters.add(wake);
+      if (timeoutMs !== Number.POSITIVE_INFINITY) timer = setTimeout(() => wake(null), timeoutMs);
+    });
+  }
+  if (ev !== null) unacked.add(ev);
+  return ev;
+}
+
+/**
+ * ibv_ack_async_event: acknowledge an event ibvGetAsyncEvent returned. (libibverbs makes
+ * ibv_destroy_cq/qp wait for the acknowledgements of their events; that wait is not modelled.)
+ * Throws: EINVAL naming event when it is not an event returned and not yet acknowledged.
+ */
+export function ibvAckAsyncEvent(event: IbvAsyncEvent): void {
+  if (!event || typeof event !== 'object' || !unacked.has(event))
+    throw err('EINVAL', 'ibv_ack_async_event: event is not an unacknowledged async event');
+  unacked.delete(event);
 }

@@ -73,6 +73,19 @@ export class IbPd {
   }
 }
 
+/**
+ * struct ib_event, affiliated: `type` is an IbvEventType (enum ib_event_type has the same
+ * numbering); a CQ event carries the CQ, a QP event the QP.
+ */
+export interface IbEvent {
+  type: number;
+  cq?: IbCq;
+  qp?: IbQp;
+}
+
+/** An object's event_handler (uverbs queues the event on the owning context's async file). */
+export type IbEventHandler = (ev: IbEvent) => void;
+
 export class IbCq {
   readonly dev: IbDevice;
   readonly cqn: number;
@@ -81,6 +94,8 @@ export class IbCq {
   readonly cqe: number;
   usecnt = 0;
   dead = false;
+  /** ib_cq.event_handler: IBV_EVENT_CQ_ERR (CQ overrun). */
+  eventHandler: IbEventHandler | null = null;
   constructor(dev: IbDevice, cqn: number, ring: SharedArrayBuffer, cqe: number) {
     this.dev = dev;
     this.cqn = cqn;
@@ -107,6 +122,8 @@ export class IbQp {
   /** Every attribute as last modified (the driver sends the full set). */
   attr: Required<Omit<IbQpAttr, 'ah_attr'>> & { ah_attr: { dlid: number; port_num: number } };
   dead = false;
+  /** ib_qp.event_handler: IBV_EVENT_QP_FATAL. */
+  eventHandler: IbEventHandler | null = null;
   constructor(
     dev: IbDevice,
     qpn: number,
@@ -225,6 +242,16 @@ export class IbDevice {
     this.ops = ops;
     this.uar = uar;
   }
+}
+
+/**
+ * Deliver an affiliated asynchronous event to its object's handler (ib_cq/ib_qp event_handler);
+ * events of destroyed objects are dropped. Called by: drivers' EQ handlers, kernel thread.
+ */
+export function ibDispatchEvent(ev: IbEvent): void {
+  const o = ev.cq ?? ev.qp;
+  if (o === undefined || o.dead) return;
+  o.eventHandler?.(ev);
 }
 
 const registries = new WeakMap<HostKernel, Map<string, IbDevice>>();

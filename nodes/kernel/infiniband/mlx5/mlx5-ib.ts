@@ -9,8 +9,10 @@
  * command also rings the UAR doorbell, the one word the device sleeps on.
  *
  * DOC: event queue
- * The device raises page faults on the EQ and rings its doorbell; one Atomics.waitAsync watcher
- * drains it and runs the ODP fault handler (mlx5-mr.ts mlx5PageFault) for each entry.
+ * The device raises page faults, CQ overruns (CQ_ERROR) and QP errors (QP_ERROR) on the EQ and
+ * rings its doorbell; one Atomics.waitAsync watcher drains it and runs, per entry, the ODP fault
+ * handler (mlx5-mr.ts mlx5PageFault) or the CQ/QP event handler (mlx5-qp.ts), which delivers
+ * IBV_EVENT_CQ_ERR / IBV_EVENT_QP_FATAL to the object's owner (ib-core.ts ibDispatchEvent).
  *
  * DOC: device death
  * If the worker crashes (or is destroyed), the driver marks the HCA FATAL in the context so the
@@ -44,10 +46,11 @@ import { ringCreate } from '../../../fabric/ring-layout.ts';
 import type { Device } from '../../device.ts';
 import { type DeviceCompletion, type DeviceHost, deviceHostSpawn } from '../../drivers/device-host.ts';
 import type { HostKernel } from '../../kernel.ts';
-import { IbDevice, ibRegisterDevice, ibUnregisterDevice } from '../ib-core.ts';
+import { type IbCq, IbDevice, type IbQp, ibRegisterDevice, ibUnregisterDevice } from '../ib-core.ts';
 import { ibFabricAddPort, ibFabricRemovePort } from '../ib-fabric.ts';
 import { type Mlx5Mr, mlx5MrReleaseAll, mlx5PageFault } from './mlx5-mr.ts';
 import { mlx5IbOps } from './mlx5-ops.ts';
+import { mlx5CqError, mlx5QpError } from './mlx5-qp.ts';
 
 /** The device model's worker entry (a file reference: kernel/ never imports devices/). */
 const MLX5_WORKER = new URL('../../../devices/mlx5/mlx5-worker.ts', import.meta.url);
@@ -92,6 +95,9 @@ export class Mlx5Dev {
   nextPdn = 1;
   readonly cqns = new Set<number>();
   readonly qpns = new Set<number>();
+  /** Live CQs and QPs by number (the EQ handler's lookup for CQ/QP error events). */
+  readonly cqObjs = new Map<number, IbCq>();
+  readonly qpObjs = new Map<number, IbQp>();
   nextCqn = 1;
   nextQpn = 2;
   nextMkey = 1;
@@ -171,8 +177,12 @@ export class Mlx5Dev {
     for (let s = eq.peek(); s >= 0; s = eq.peek()) {
       const type = w[s + Mlx5Eqe.TYPE];
       const idx = w[s + Mlx5Eqe.MKEY_INDEX];
+      const qpn = w[s + Mlx5Eqe.QPN];
+      const cqn = w[s + Mlx5Eqe.CQN];
       eq.release();
       if (type === Mlx5EqeType.PAGE_FAULT) mlx5PageFault(this, idx);
+      else if (type === Mlx5EqeType.CQ_ERROR) mlx5CqError(this, cqn);
+      else if (type === Mlx5EqeType.QP_ERROR) mlx5QpError(this, qpn);
     }
     this.armEq();
   };

@@ -8,10 +8,19 @@
  */
 import { err } from '../../../../common/errno.ts';
 import { trace } from '../../../../common/trace.ts';
-import { IbvQpState } from '../../../fabric/mlx5-ib-abi.ts';
-import { hcaQpBase, MLX5_MAX_CQ, MLX5_MAX_QP, Mlx5Cmd, Mlx5QpCtx } from '../../../fabric/mlx5-layout.ts';
+import { IbvEventType, IbvQpState } from '../../../fabric/mlx5-ib-abi.ts';
+import {
+  hcaCqBase,
+  hcaQpBase,
+  MLX5_MAX_CQ,
+  MLX5_MAX_QP,
+  Mlx5Cmd,
+  Mlx5CqCtx,
+  Mlx5CqState,
+  Mlx5QpCtx,
+} from '../../../fabric/mlx5-layout.ts';
 import { ringCreate } from '../../../fabric/ring-layout.ts';
-import { IbCq, type IbDevice, type IbPd, IbQp } from '../ib-core.ts';
+import { IbCq, type IbDevice, ibDispatchEvent, type IbPd, IbQp } from '../ib-core.ts';
 import { ibFabricConnect, ibFabricDisconnect } from '../ib-fabric.ts';
 import type { Mlx5Dev } from './mlx5-ib.ts';
 
@@ -49,13 +58,16 @@ export async function mlx5CreateCq(d: Mlx5Dev, ib: IbDevice, cqe: number): Promi
     d.cqns.delete(cqn);
     throw e;
   }
-  return new IbCq(ib, cqn, ring, cqe);
+  const cq = new IbCq(ib, cqn, ring, cqe);
+  d.cqObjs.set(cqn, cq);
+  return cq;
 }
 
 /** mlx5_ib_destroy_cq. A dead device has nothing to tell. */
 export async function mlx5DestroyCq(d: Mlx5Dev, cq: IbCq): Promise<void> {
   if (d.alive) await d.cmd(Mlx5Cmd.DESTROY_CQ, undefined, cq.cqn);
   d.cqns.delete(cq.cqn);
+  d.cqObjs.delete(cq.cqn);
 }
 
 /** mlx5_ib_create_qp (RC). Throws: ENOMEM (no QPN), the command's errors. */
@@ -81,7 +93,9 @@ export async function mlx5CreateQp(
     d.qpns.delete(qpn);
     throw e;
   }
-  return new IbQp(pd.dev, qpn, pd, init, { sq, rq }, init.cap);
+  const qp = new IbQp(pd.dev, qpn, pd, init, { sq, rq }, init.cap);
+  d.qpObjs.set(qpn, qp);
+  return qp;
 }
 
 /** The QP state as the device published it. */
@@ -127,4 +141,36 @@ export async function mlx5DestroyQp(d: Mlx5Dev, qp: IbQp): Promise<void> {
   ibFabricDisconnect(d.kernel, d.lid, qp.qpn);
   if (d.alive) await d.cmd(Mlx5Cmd.DESTROY_QP, undefined, qp.qpn);
   d.qpns.delete(qp.qpn);
+  d.qpObjs.delete(qp.qpn);
+}
+
+/**
+ * mlx5_eq_cq_event for MLX5_EVENT_TYPE_CQ_ERROR: CQ `cqn` overran (a completion found it
+ * full). IBV_EVENT_CQ_ERR to its owner, unless the CQ is gone or was re-created since (its
+ * context's STATE is no longer OVERRUN). Called by: the EQ handler, kernel thread.
+ */
+export function mlx5CqError(d: Mlx5Dev, cqn: number): void {
+  const cq = d.cqObjs.get(cqn);
+  const overrun = Atomics.load(d.hca, hcaCqBase(cqn) + Mlx5CqCtx.STATE) === Mlx5CqState.OVERRUN;
+  trace('rdmaAsyncEvent', () => ({
+    dev: d.name,
+    event: 'IBV_EVENT_CQ_ERR',
+    cqn,
+    delivered: !!cq && overrun,
+  }));
+  if (cq === undefined || !overrun) return;
+  ibDispatchEvent({ type: IbvEventType.IBV_EVENT_CQ_ERR, cq });
+}
+
+/**
+ * mlx5_eq_qp_event for a QP error (MLX5_EVENT_TYPE_WQ_CATAS_ERROR): QP `qpn` entered ERR
+ * because a completion it needed was lost. IBV_EVENT_QP_FATAL to its owner, unless the QP is
+ * gone or has left ERR since. Called by: the EQ handler, kernel thread.
+ */
+export function mlx5QpError(d: Mlx5Dev, qpn: number): void {
+  const qp = d.qpObjs.get(qpn);
+  const inErr = qp !== undefined && mlx5QpState(d, qp) === IbvQpState.IBV_QPS_ERR;
+  trace('rdmaAsyncEvent', () => ({ dev: d.name, event: 'IBV_EVENT_QP_FATAL', qpn, delivered: inErr }));
+  if (qp === undefined || !inErr) return;
+  ibDispatchEvent({ type: IbvEventType.IBV_EVENT_QP_FATAL, qp });
 }
