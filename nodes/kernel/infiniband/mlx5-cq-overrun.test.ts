@@ -147,8 +147,10 @@ describe('mlx5 CQ overrun', () => {
       const ctxB = h.ctxs[nics - 1];
       const a = await qpEnd(h.ctxs[0], 16);
       const { end: b, rcq } = await splitEnd(ctxB, 64, N, 16, nics === 1 ? a.pd : undefined);
-      // 1 ms ACK timeout, 2 tries: the requester gives up soon once the responder is in ERR.
-      await connect(a, b, { timeout: 8, retryCnt: 1 });
+      // 67 ms ACK timeout, 2 tries: the requester gives up once the responder is in ERR, but a
+      // busy 2-core machine (a full suite, workers descheduled for 10 ms) does not time out the
+      // SENDs before it (a 1 ms timeout did, flakily).
+      await connect(a, b, { timeout: 14, retryCnt: 1 });
       await connect(b, a);
       const src = mmapAnonymous(h.proc, 4096);
       const dst = mmapAnonymous(h.proc, (N + K) * SLOT);
