@@ -4,13 +4,14 @@
  *     would cost in this process: one memcpy, no queues, no translation);
  *   - `RawCopyWorker`: the same `set` in a worker while this thread spins, the two-thread shape
  *     of an RDMA stream with no emulator in it;
- *   - `pingPongRttUs`: the median round trip of a raw two-worker Atomics ping-pong, both sides
+ *   - `PingPong`: the median round trip of a raw two-worker Atomics ping-pong, both sides
  *     spinning (bench/fixtures/pingpong-worker.ts), the floor of any cross-thread
  *     request/response, which an RDMA WRITE's post -> completion is.
  * Wall clock of this machine only.
  */
 import { spawnWorker } from '../common/worker.ts';
 import { COPY_BPS_BYTE, COPY_CTL_BYTES, CopyCtl } from './fixtures/copy-worker.ts';
+import { PP_CTL_BYTES, PpCtl } from './fixtures/pingpong-worker.ts';
 
 /** GB/s (10^9 bytes/s) of `dst.set(src)` repeated for about `budgetMs` after three warm-up copies. */
 export function rawSetGBps(src: Uint8Array, dst: Uint8Array, budgetMs: number): number {
@@ -29,26 +30,72 @@ export function rawSetGBps(src: Uint8Array, dst: Uint8Array, budgetMs: number): 
 const PINGPONG_WORKER = new URL('./fixtures/pingpong-worker.ts', import.meta.url);
 
 /**
- * Median round trip in microseconds of up to `iters` ping-pongs between two spinning workers,
- * stopping after `maxMs`, and how many were done. Both workers are terminated before this
- * returns, or throws (a worker error; no result within maxMs + 60 s).
+ * The raw two-worker ping-pong (bench/fixtures/pingpong-worker.ts), kept alive so its slices can
+ * be paired with the emulator's: `rttUs` runs one slice while this thread sleeps (the two
+ * workers have the cores to themselves). Call close() when done (both workers exit).
  */
-export async function pingPongRttUs(iters: number, maxMs: number): Promise<{ us: number; samples: number }> {
-  const sab = new SharedArrayBuffer(32);
-  const ws = [0, 1].map((role) => spawnWorker(PINGPONG_WORKER, { workerData: { sab, role, iters, maxMs } }));
-  try {
-    const w = new Int32Array(sab);
-    const failed = new Promise<never>((_, reject) => {
-      for (const x of ws) x.once('error', reject);
-    });
-    const r = Atomics.waitAsync(w, 2, 0, maxMs + 60_000);
-    if (r.async) await Promise.race([r.value, failed]);
-    const samples = Atomics.load(w, 4);
-    if (Atomics.load(w, 2) !== 1 || samples === 0)
+export class PingPong {
+  private readonly ctl: Int32Array;
+  private readonly workers: ReturnType<typeof spawnWorker>[];
+  private seq = 0;
+  private error: unknown = null;
+
+  constructor() {
+    const sab = new SharedArrayBuffer(PP_CTL_BYTES);
+    this.ctl = new Int32Array(sab);
+    this.workers = [0, 1].map((role) =>
+      spawnWorker(PINGPONG_WORKER, { workerData: { pingpong: true, sab, role } }),
+    );
+    for (const w of this.workers)
+      w.on('error', (e) => {
+        this.error = e;
+      });
+  }
+
+  /**
+   * Median round trip in microseconds of up to `iters` ping-pongs, stopping after `maxMs`, and how
+   * many were done. Throws if the workers did no round trip within maxMs + 10 s.
+   */
+  rttUs(iters: number, maxMs: number): { us: number; samples: number } {
+    const c = this.ctl;
+    const cmd = ++this.seq;
+    Atomics.store(c, PpCtl.ITERS, iters);
+    Atomics.store(c, PpCtl.MAX_MS, Math.max(1, Math.round(maxMs)));
+    Atomics.store(c, PpCtl.PING, 0);
+    Atomics.store(c, PpCtl.READY, 0);
+    Atomics.store(c, PpCtl.CMD, cmd);
+    Atomics.notify(c, PpCtl.CMD);
+    // sleep, not spin: the two workers get both cores
+    const end = performance.now() + maxMs + 10_000;
+    for (let d = Atomics.load(c, PpCtl.DONE); d !== cmd; d = Atomics.load(c, PpCtl.DONE)) {
+      const left = end - performance.now();
+      if (left <= 0 || this.error !== null)
+        throw new Error(
+          `rdma bench: the ping-pong workers did not finish${this.error ? `: ${String(this.error)}` : ''}`,
+        );
+      Atomics.wait(c, PpCtl.DONE, d, Math.min(left, 100));
+    }
+    const samples = Atomics.load(c, PpCtl.COUNT);
+    if (samples === 0)
       throw new Error(`rdma bench: the ping-pong workers did no round trip within ${maxMs} ms`);
-    return { us: Atomics.load(w, 1) / 1000, samples };
-  } finally {
-    await Promise.all(ws.map((x) => x.terminate()));
+    return { us: Atomics.load(c, PpCtl.RESULT) / 1000, samples };
+  }
+
+  async close(): Promise<void> {
+    Atomics.store(this.ctl, PpCtl.CMD, -1);
+    Atomics.notify(this.ctl, PpCtl.CMD);
+    await Promise.all(
+      this.workers.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            const t = setTimeout(() => void w.terminate().then(() => resolve()), 5_000);
+            w.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+          }),
+      ),
+    );
   }
 }
 

@@ -35,6 +35,10 @@ describe('bench rdma', () => {
     expect(r.latency.writeUs).toBeGreaterThan(0);
     expect(r.latency.inlineUs).toBeGreaterThan(0);
     expect(r.latency.pingPongRttUs).toBeGreaterThan(0);
+    // the latency ratio is the median of per-round ratios, each against that round's ping-pong
+    const lr = r.latency.rounds.map(([pp, w]) => w / pp).sort((x, y) => x - y);
+    expect(lr.length % 2).toBe(1);
+    expect(r.latency.writeRatio).toBe(lr[lr.length >> 1]);
     expect(r.msgRate.perSec).toBeGreaterThan(0);
     expect(r.modelled.map((m) => m.route)).toEqual(['p2p-bus-addr', 'host-bridge-iommu']);
     for (const m of r.modelled) {
