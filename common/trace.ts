@@ -44,6 +44,10 @@ const names = {
   rdmaQpModify: 'p2pemu:rdma:qp_modify',
   rdmaDeviceFatal: 'p2pemu:rdma:device_fatal',
   rdmaAsyncEvent: 'p2pemu:rdma:async_event',
+  pciTphEnable: 'p2pemu:pci:tph_enable',
+  pciTphDisable: 'p2pemu:pci:tph_disable',
+  pciTphSetSt: 'p2pemu:pci:tph_set_st',
+  rdmaStIndex: 'p2pemu:rdma:st_index',
 } as const;
 
 export type TracePoint = keyof typeof names;
