@@ -15,11 +15,12 @@
  * dmaBufMmap, dmaBufBeginCpuAccess, dmaBufEndCpuAccess      | not held
  * dmaBufMapAttachmentUnlocked, ...UnmapAttachmentUnlocked,  | not held (they take it)
  * dmaBufVmapUnlocked, dmaBufVunmapUnlocked                  |
+ * dmaBufGetTph                                              | not held
  *
  * Exporter callback                                         | resv lock on entry
  * ----------------------------------------------------------|-----------------------------------
  * attach, detach, release, beginCpuAccess, endCpuAccess,    | not held (may take it)
- * mmap                                                      |
+ * mmap, getTph                                              |
  * pin, unpin, mapDmaBuf, unmapDmaBuf, vmap, vunmap          | held (must not take it)
  * exporter calling dmaBufInvalidateMappings                 | must hold it
  * importer's invalidateMappings                             | called with it held
@@ -89,6 +90,26 @@ export interface DmaBufOps {
   vmap?(dmabuf: DmaBuf): DmaBufCpuView;
   /** Drop the vmap. Called by: dmaBufVunmap() when the count reaches 0. Lock: held. Optional. */
   vunmap?(dmabuf: DmaBuf, view: DmaBufCpuView): void;
+  /**
+   * TPH for peer-to-peer accesses to this buffer (2026 series "vfio/dma-buf: add TPH support for
+   * peer-to-peer access", v3 `get_tph(dmabuf, *st, *ph, st_width)`, unmerged; kernel-semantics
+   * §4.4, rule 12): the raw steering tag of the `stWidth`-bit namespace (8 or 16) and the 2-bit
+   * processing hint. The exporter must never convert between the 8-bit and the 16-bit namespace.
+   * Called by: dmaBufGetTph() only (importers such as mlx5 MR registration call that), which has
+   * already checked stWidth. Lock: not held (the exporter takes its own). Optional: without it
+   * the core answers EOPNOTSUPP.
+   * Throws: EOPNOTSUPP (no tag, or none of that width); EINVAL (stWidth not 8 or 16).
+   */
+  getTph?(dmabuf: DmaBuf, stWidth: DmaBufStWidth): DmaBufTph;
+}
+
+/** Steering-tag width get_tph is asked for: the importer's requester type (TPH_ONLY 8, EXT_TPH 16). */
+export type DmaBufStWidth = 8 | 16;
+
+/** What get_tph returns: a steering tag of the requested width and a 2-bit processing hint. */
+export interface DmaBufTph {
+  steeringTag: number;
+  ph: number;
 }
 
 /**

@@ -79,19 +79,10 @@ export class VfioPciDmaBuf {
   }
 }
 
-/** The ops table with the 2026 get_tph proposal (not in DmaBufOps yet). */
-export interface VfioPciDmaBufOps extends DmaBufOps {
-  /**
-   * Steering tag and processing hint for P2P accesses to this buffer, from the tag namespace of
-   * `stWidth` bits. Called by: importers (mlx5 MR registration). Lock: not held. Optional op.
-   * Throws: EINVAL (stWidth not 8 or 16); EOPNOTSUPP (no TPH, or none in that namespace).
-   */
-  getTph(dmabuf: DmaBuf, stWidth: number): { steeringTag: number; ph: number };
-}
-
 const privOf = (dmabuf: DmaBuf): VfioPciDmaBuf => dmabuf.priv as VfioPciDmaBuf;
 
-export const vfioPciDmabufOps: VfioPciDmaBufOps = {
+/** vfio_pci_dmabuf_ops; getTph is the 2026 proposal's optional op of the dma-buf contract. */
+export const vfioPciDmabufOps: DmaBufOps & Required<Pick<DmaBufOps, 'getTph'>> = {
   attach(dmabuf, attach) {
     const priv = privOf(dmabuf);
     if (!attach.peer2peer)

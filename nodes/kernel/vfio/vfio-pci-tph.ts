@@ -14,9 +14,11 @@
 import { err } from '../../../common/errno.ts';
 import type { DmaBuf } from '../dma-buf/dma-buf.ts';
 import { dmaBufFromFd } from '../dma-buf/dma-buf-file.ts';
+import type { DmaBufTph } from '../dma-buf/dma-buf-ops.ts';
+import { dmaBufGetTph } from '../dma-buf/dma-buf-tph.ts';
 import type { FdTable } from '../fs/file.ts';
 import type { VfioPciCoreDevice } from './vfio-pci-core.ts';
-import { vfioPciDmaBufOf, type VfioPciDmaBufOps } from './vfio-pci-dmabuf.ts';
+import { vfioPciDmaBufOf } from './vfio-pci-dmabuf.ts';
 import { PciTphCompleter, type VfioDeviceFeatureDmaBufTph } from './vfio-uapi.ts';
 
 /**
@@ -58,12 +60,10 @@ export async function vfioPciCoreFeatureDmaBufTph(
 }
 
 /**
- * get_tph for any dma-buf: the exporter's op if it has one (VFIO), else EOPNOTSUPP. Importers
- * call this until the dma-buf core grows its own wrapper for the proposed op.
- * Lock: not held. Throws: EINVAL (stWidth not 8 or 16); EOPNOTSUPP (no tag for that width).
+ * get_tph for any dma-buf: kept for its callers, now the dma-buf core's dmaBufGetTph (the op is
+ * in the dma-buf contract, dma-buf-ops.ts). Lock: not held.
+ * Throws: EINVAL (stWidth not 8 or 16); EOPNOTSUPP (no get_tph, or no tag for that width).
  */
-export function vfioPciDmaBufGetTph(dmabuf: DmaBuf, stWidth: number): { steeringTag: number; ph: number } {
-  const getTph = (dmabuf.ops as Partial<VfioPciDmaBufOps>).getTph;
-  if (!getTph) throw err('EOPNOTSUPP', `dma_buf_get_tph: exporter ${dmabuf.expName} has no get_tph`);
-  return getTph(dmabuf, stWidth);
+export function vfioPciDmaBufGetTph(dmabuf: DmaBuf, stWidth: number): DmaBufTph {
+  return dmaBufGetTph(dmabuf, stWidth);
 }
