@@ -7,10 +7,11 @@
  * `p2pemu topo` use them); the emulated regions use min(real, cap), and `capped` says which.
  */
 import { err } from '../common/errno.ts';
-import type { Topology } from '../topology/model.ts';
+import type { Topology, TphCap } from '../topology/model.ts';
 import { type Gpu, gpuProbe, gpuRemove } from './kernel/gpu/gpu.ts';
 import { type Mlx5Dev, type Mlx5Options, mlx5Probe, mlx5Remove } from './kernel/infiniband/mlx5/mlx5-ib.ts';
 import { HostKernel, type HostKernelOptions } from './kernel/kernel.ts';
+import { type PciTphCap, PciTphLoc, PciTphStMode } from './kernel/pci/tph.ts';
 import type { VfioPciCoreDevice } from './kernel/vfio/vfio-pci-core.ts';
 import { vfioPciProbe, vfioPciRemove } from './kernel/vfio/vfio-pci.ts';
 import { Process, processExit } from './uapi/process.ts';
@@ -39,12 +40,35 @@ export interface TopologyBootOptions extends HostKernelOptions {
   deviceMemoryCap?: number;
   /**
    * Probe options for every mlx5 NIC (e.g. a longer `spinUs` for benchmarks); default: the
-   * driver's defaults. `pciId` always comes from the topology.
+   * driver's defaults. `pciId` and `tph` (the TPH Requester capability) always come from the
+   * topology; `tphCompleter` (the root port's TPH completer support, default EXT_TPH) from here.
    */
-  nic?: Omit<Mlx5Options, 'pciId'>;
+  nic?: Omit<Mlx5Options, 'pciId' | 'tph'>;
 }
 
 const MiB = 1 << 20;
+
+const TPH_MODE: Record<TphCap['modes'][number], PciTphStMode> = {
+  'no-st': PciTphStMode.NS,
+  'interrupt-vector': PciTphStMode.IV,
+  'device-specific': PciTphStMode.DS,
+};
+const TPH_LOC: Record<TphCap['stTable'], PciTphLoc> = {
+  none: PciTphLoc.NONE,
+  capability: PciTphLoc.CAP,
+  msix: PciTphLoc.MSIX,
+};
+
+/** A topology device's `tph` as the PCI TPH core's capability; null when it has none. */
+function pciTphCapOf(t: TphCap): PciTphCap | null {
+  if (!t.supported) return null;
+  return {
+    modes: t.modes.map((m) => TPH_MODE[m]),
+    extSt: t.extendedSt,
+    stTable: TPH_LOC[t.stTable],
+    stSize: t.stSize,
+  };
+}
 
 function human(n: number): string {
   return n >= 1 << 30 ? `${n / (1 << 30)} GiB` : `${n / MiB} MiB`;
@@ -112,7 +136,10 @@ export async function bootHostFromTopology(topo: Topology, opts: TopologyBootOpt
         gpus.set(d.id, gpuProbe(host.kernel, d.id, { vramBytes, pciId: d.key, topology: topo }));
       } else if (d.kind === 'nic') {
         const name = h.nodes.get(d.endpoints[0])?.osName ?? d.id;
-        nics.set(d.id, await mlx5Probe(host.kernel, name, { ...opts.nic, pciId: d.key }));
+        nics.set(
+          d.id,
+          await mlx5Probe(host.kernel, name, { ...opts.nic, pciId: d.key, tph: pciTphCapOf(d.tph) }),
+        );
       } else {
         const bars = Array.from({ length: 6 }, (_, i) => {
           const b = d.bars.find((x) => x.index === i);

@@ -5,7 +5,7 @@
  * One "HCA context" SharedArrayBuffer per NIC, handed to the worker by the INIT_HCA command:
  *
  *   [Mlx5Ctl, 64 words][QP table: MLX5_MAX_QP x 16][CQ table: MLX5_MAX_CQ x 16]
- *   [mkey table: MLX5_MAX_MKEY x 16]
+ *   [mkey table: MLX5_MAX_MKEY x 32]
  *
  * plus one growable MTT SharedArrayBuffer (translation entries of every mkey), an event queue
  * ring (EQ, device -> kernel: page faults, CQ overruns, QP errors) and per-queue rings (SQ, RQ, CQ) made by
@@ -111,7 +111,7 @@ layoutCheck('Mlx5CqCtx', Mlx5CqCtx, MLX5_CQ_CTX_WORDS, 64);
  */
 export const Mlx5CqState = { OK: 0, OVERRUN: 1 } as const;
 
-/** mkey context (16 words at hcaMkeyBase(index)). */
+/** mkey context (32 words at hcaMkeyBase(index)). */
 export const Mlx5Mkey = {
   /** Mlx5MkeyState; published last on create, first on destroy. */
   STATE: 0,
@@ -138,9 +138,24 @@ export const Mlx5Mkey = {
   PAGE_OFF: 14,
   /** Zaps so far (diagnostics, traces). */
   ZAPS: 15,
+  /**
+   * mkc pcie_tph_en (1 bit): the device stamps TPH on its DMA through this mkey (TH = 1, the PH
+   * below, the ST of ST table entry TPH_ST_INDEX). Written before STATE is published; 0 without.
+   */
+  TPH_EN: 16,
+  /** mkc pcie_tph_ph: the 2-bit processing hint. */
+  TPH_PH: 17,
+  /**
+   * mkc pcie_tph_steering_tag_index (8 bits): an index into the function's ST table, not the tag;
+   * MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX (0) means PH only, no steering tag.
+   */
+  TPH_ST_INDEX: 18,
+  // words 19..31: spare.
 } as const;
-export const MLX5_MKEY_WORDS = 16;
-layoutCheck('Mlx5Mkey', Mlx5Mkey, MLX5_MKEY_WORDS, 64);
+export const MLX5_MKEY_WORDS = 32;
+layoutCheck('Mlx5Mkey', Mlx5Mkey, MLX5_MKEY_WORDS, 128);
+/** Steering-tag index 0 of an mkey: no steering tag (PH only). */
+export const MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX = 0;
 
 export const Mlx5MkeyState = { FREE: 0, VALID: 1, REVOKED: 2 } as const;
 export const Mlx5Xlt = { ZAPPED: 0, PRESENT: 1 } as const;

@@ -8,6 +8,10 @@
  * carry shared memory post it on the worker's port first and name it by token (mlx5Cmd). Every
  * command also rings the UAR doorbell, the one word the device sleeps on.
  *
+ * TPH: probe gives the function its PCI TPH state and, when it can, enables TPH in
+ * device-specific mode (mlx5-st.ts DOC: TPH on the HCA); dma-buf MRs then carry the exporter's
+ * steering tag in their mkey (mlx5-mr.ts).
+ *
  * DOC: event queue
  * The device raises page faults, CQ overruns (CQ_ERROR) and QP errors (QP_ERROR) on the EQ and
  * rings its doorbell; one Atomics.waitAsync watcher drains it and runs, per entry, the ODP fault
@@ -46,10 +50,12 @@ import { ringCreate } from '../../../fabric/ring-layout.ts';
 import type { Device } from '../../device.ts';
 import { type DeviceCompletion, type DeviceHost, deviceHostSpawn } from '../../drivers/device-host.ts';
 import type { HostKernel } from '../../kernel.ts';
+import type { PciTphCap, PciTphReqType } from '../../pci/tph.ts';
 import { type IbCq, IbDevice, type IbQp, ibRegisterDevice, ibUnregisterDevice } from '../ib-core.ts';
 import { ibFabricAddPort, ibFabricRemovePort } from '../ib-fabric.ts';
 import { type Mlx5Mr, mlx5MrReleaseAll, mlx5PageFault } from './mlx5-mr.ts';
 import { mlx5IbOps } from './mlx5-ops.ts';
+import { type Mlx5St, mlx5StCreate, mlx5StDestroy } from './mlx5-st.ts';
 import { mlx5CqError, mlx5QpError } from './mlx5-qp.ts';
 
 /** The device model's worker entry (a file reference: kernel/ never imports devices/). */
@@ -69,6 +75,16 @@ export interface Mlx5Options {
   eqSize?: number;
   /** PCI identity (topology device key) for exporters' P2PDMA decisions about this HCA. */
   pciId?: string;
+  /**
+   * The function's TPH Requester capability (topology `tph`); absent or null: none. With
+   * device-specific mode and a capability-located ST table, probe enables TPH (mlx5-st.ts).
+   */
+  tph?: PciTphCap | null;
+  /**
+   * TPH Completer Supported of the root port above the HCA (the topology does not describe it).
+   * Default EXT_TPH: a root port completing 8-bit and extended tags.
+   */
+  tphCompleter?: PciTphReqType;
 }
 
 /** One probed HCA. */
@@ -101,6 +117,8 @@ export class Mlx5Dev {
   nextCqn = 1;
   nextQpn = 2;
   nextMkey = 1;
+  /** The ST table indices in use; null while TPH is off on this HCA (mlx5-st.ts). */
+  st: Mlx5St | null = null;
   /** What INIT_HCA hands the device. */
   readonly initPayload: { hca: SharedArrayBuffer; mtt: SharedArrayBuffer; eq: SharedArrayBuffer };
   private nextToken = 1;
@@ -210,8 +228,10 @@ export async function mlx5Probe(
 ): Promise<Mlx5Dev> {
   const d = new Mlx5Dev(kernel, name, opts);
   try {
+    d.st = mlx5StCreate(kernel, d.dev, opts.tph ?? null, opts.tphCompleter);
     await d.cmd(Mlx5Cmd.INIT_HCA, { kind: 'init', ...d.initPayload });
   } catch (e) {
+    mlx5StDestroy(d.dev);
     await d.host.destroy();
     ibFabricRemovePort(kernel, d.lid);
     throw e;
@@ -234,5 +254,7 @@ export async function mlx5Remove(d: Mlx5Dev): Promise<void> {
   d.alive = false;
   doorbellKick(d.hca, Mlx5Ctl.EQ_DB);
   await mlx5MrReleaseAll(d);
+  mlx5StDestroy(d.dev);
+  d.st = null;
   ibFabricRemovePort(d.kernel, d.lid);
 }

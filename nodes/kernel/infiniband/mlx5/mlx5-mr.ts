@@ -14,12 +14,13 @@
  *  - pinned revocable: pinned umem whose invalidate revokes for good: mkey STATE = REVOKED (zap
  *    wait as above), then the umem is unmapped and unpinned. Later accesses fail:
  *    IBV_WC_REM_ACCESS_ERR at a requester using it remotely, IBV_WC_LOC_PROT_ERR locally.
+ * A dma-buf MR also asks its exporter for TPH (dmabufMrTph; mlx5-st.ts DOC: TPH on the HCA).
  * Deregistration revokes the mkey first (under the resv lock for ODP, so it cannot race an
  * invalidate), then releases the umem (rule 12).
  *
  * Thread: kernel. Lock: the invalidate callbacks run with the resv lock held by the exporter.
  */
-import { err } from '../../../../common/errno.ts';
+import { EmuError, err } from '../../../../common/errno.ts';
 import { trace } from '../../../../common/trace.ts';
 import { IbvAccess } from '../../../fabric/mlx5-ib-abi.ts';
 import {
@@ -33,12 +34,16 @@ import {
   Mlx5MkeyState,
   Mlx5MttRun,
   Mlx5Xlt,
+  MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX,
   mlx5ActiveNames,
+  mlx5KeyIndex,
   mttRunBase,
 } from '../../../fabric/mlx5-layout.ts';
 import { PAGE_SIZE } from '../../../fabric/page.ts';
 import type { DmaBuf } from '../../dma-buf/dma-buf.ts';
 import { dmaResvLock, dmaResvUnlock } from '../../dma-buf/dma-resv.ts';
+import { dmaBufGetTph } from '../../dma-buf/dma-buf-tph.ts';
+import { PciTphReqType, pciTphStEntry, pcieTphGetReqType } from '../../pci/tph.ts';
 import { runInTask } from '../../locking/task.ts';
 import { IbMr, IbMrMode, type IbPd } from '../ib-core.ts';
 import { ibUmemGet, type IbUmem, type UserPages } from '../umem.ts';
@@ -55,6 +60,7 @@ import {
   type UmemRun,
 } from '../umem-dmabuf.ts';
 import type { Mlx5Dev } from './mlx5-ib.ts';
+import { mlx5StAllocIndex, mlx5StDeallocIndex } from './mlx5-st.ts';
 
 /** Longest the kernel waits for an announced device access to end after a zap (ms). */
 export const MLX5_ZAP_WAIT_MS = 500;
@@ -78,6 +84,8 @@ export class Mlx5Mr {
   released = false;
   /** Page faults resolved (diagnostics and tests). */
   faults = 0;
+  /** TPH recorded in the mkey (dma-buf MRs whose exporter gave a tag); null: TPH off. */
+  tph: { ph: number; stIndex: number; tag: number } | null = null;
 
   constructor(d: Mlx5Dev, mode: IbMrMode) {
     this.d = d;
@@ -144,6 +152,9 @@ function mkeyCreate(
   h[b + Mlx5Mkey.MTT_CAP] = mr.mttCap;
   h[b + Mlx5Mkey.MTT_NENT] = 0;
   h[b + Mlx5Mkey.PAGE_OFF] = pageOff;
+  h[b + Mlx5Mkey.TPH_EN] = mr.tph ? 1 : 0;
+  h[b + Mlx5Mkey.TPH_PH] = mr.tph ? mr.tph.ph : 0;
+  h[b + Mlx5Mkey.TPH_ST_INDEX] = mr.tph ? mr.tph.stIndex : MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX;
   Atomics.store(h, b + Mlx5Mkey.FAULT, Mlx5Fault.NONE);
   Atomics.store(h, b + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
   // publish: the device checks STATE first; everything above is visible once it reads VALID.
@@ -245,6 +256,7 @@ export async function mlx5RegDmabufMr(
   d.mrs.set(mr.index, mr);
   const w = writable(r.access);
   try {
+    mr.tph = dmabufMrTph(d, dmabuf);
     if (r.mode === IbMrMode.ODP) {
       const umem = await ibUmemDmabufGet(d.dev, r.offset, r.length, dmabuf, w, {
         invalidate: (u) => odpInvalidate(d, mr, u),
@@ -283,6 +295,50 @@ export async function mlx5RegDmabufMr(
     buf: String(dmabuf),
   }));
   return new IbMr(pd, mr.key, { iova: r.iova, length: r.length, access: r.access, mode: r.mode, priv: mr });
+}
+
+/**
+ * The TPH an mkey of a dma-buf MR gets (kernel-semantics §4.4 importer side, scenario 4): with TPH
+ * enabled on the HCA, ask the exporter for a tag of the width of the HCA's requester type and
+ * put it in an ST table index; EOPNOTSUPP (no tag, or none of that width) means no TPH. Every
+ * dma-buf MR mode takes part, ODP included (docs/tph.md: rule 8 rejects ODP of user memory with
+ * a DMA handle, which this emulator has no path for). Read once: a tag set later does not change
+ * the mkey (rule 13). Throws: dmaBufGetTph's other errors; mlx5StAllocIndex's (table full, a
+ * failed ST write).
+ */
+function dmabufMrTph(d: Mlx5Dev, dmabuf: DmaBuf): Mlx5Mr['tph'] {
+  const st = d.st;
+  if (!st || pcieTphGetReqType(d.dev) === PciTphReqType.DISABLE) return null;
+  let t: { steeringTag: number; ph: number };
+  try {
+    t = dmaBufGetTph(dmabuf, st.stWidth);
+  } catch (e) {
+    if (e instanceof EmuError && e.code === 'EOPNOTSUPP') return null;
+    throw e;
+  }
+  const stIndex = mlx5StAllocIndex(st, d.dev, t.steeringTag);
+  return { ph: t.ph, stIndex, tag: t.steeringTag };
+}
+
+/**
+ * The TPH fields of the mkey `key` of `d` as the device would read them, with the tag its ST
+ * index names (null for index 0). Diagnostics and tests. Throws: EINVAL (no such mkey).
+ */
+export function mlx5MkeyTph(
+  d: Mlx5Dev,
+  key: number,
+): { en: boolean; ph: number; stIndex: number; tag: number | null } {
+  const idx = mlx5KeyIndex(key);
+  const b = hcaMkeyBase(idx);
+  if (idx <= 0 || idx >= MLX5_MAX_MKEY || d.hca[b + Mlx5Mkey.KEY] !== (key | 0))
+    throw err('EINVAL', `mlx5_mkey_tph: key 0x${(key >>> 0).toString(16)} is not an mkey of ${d.name}`);
+  const stIndex = d.hca[b + Mlx5Mkey.TPH_ST_INDEX];
+  return {
+    en: d.hca[b + Mlx5Mkey.TPH_EN] === 1,
+    ph: d.hca[b + Mlx5Mkey.TPH_PH],
+    stIndex,
+    tag: stIndex === MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX ? null : (pciTphStEntry(d.dev, stIndex) ?? null),
+  };
 }
 
 // Rule 8: map the whole range and enable the translation before registration returns.
@@ -394,6 +450,10 @@ async function releaseMr(d: Mlx5Dev, mr: Mlx5Mr): Promise<void> {
   Atomics.store(d.hca, hcaMkeyBase(mr.index) + Mlx5Mkey.STATE, Mlx5MkeyState.FREE);
   const umem = mr.umem;
   mr.umem = null;
+  const tph = mr.tph;
+  mr.tph = null;
+  // the mkey is FREE: nothing points at the index any more (§4.2's 2026 fix: never leak it).
+  if (tph) mlx5StDeallocIndex(d.st, d.dev, tph.stIndex);
   try {
     if (umem !== null) {
       if ('dmabuf' in umem) await ibUmemDmabufRelease(umem);
