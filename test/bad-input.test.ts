@@ -245,6 +245,23 @@ import {
   mockExporterRevoke,
 } from '../nodes/uapi/test-devices.ts';
 import { ibvAckAsyncEvent, ibvGetAsyncEvent } from '../nodes/uapi/verbs.ts';
+import { directDevice } from '../nodes/kernel/device.ts';
+import { dmaBufGetTph } from '../nodes/kernel/dma-buf/dma-buf-tph.ts';
+import { mlx5MkeyTph } from '../nodes/kernel/infiniband/mlx5/mlx5-mr.ts';
+import { Mlx5St, mlx5StAllocIndex, mlx5StDeallocIndex } from '../nodes/kernel/infiniband/mlx5/mlx5-st.ts';
+import { MLX5_HCA_WORDS } from '../nodes/fabric/mlx5-layout.ts';
+import {
+  type PciTphCap,
+  PciTphLoc,
+  type PciTphOptions,
+  PciTphReqType,
+  PciTphStMode,
+  pciTphInit,
+  pciTphSetNoTph,
+  pcieEnableTph,
+  pcieTphGetCpuSt,
+  pcieTphSetStEntry,
+} from '../nodes/kernel/pci/tph.ts';
 
 interface Row {
   /** Module and entry point, e.g. "uapi/dma-buf.dmaHeapAlloc". */
@@ -4369,6 +4386,285 @@ rows.push(
     errno: 'EINVAL',
     message: /ibv_ack_async_event: event is not an unacknowledged async event/,
     call: () => ibvAckAsyncEvent({ event_type: 0 }),
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// kernel: nodes/kernel/pci/tph.ts, dma-buf-tph.ts, infiniband/mlx5 TPH (docs/tph.md)
+
+const TPH_CAP: PciTphCap = {
+  modes: [PciTphStMode.NS, PciTphStMode.IV, PciTphStMode.DS],
+  extSt: true,
+  stTable: PciTphLoc.CAP,
+  stSize: 4,
+};
+let tphFns = 0;
+/** A PCI function `tphfn<N>` with a TPH state (default: the capability above), on its own kernel. */
+function tphFn(opts: PciTphOptions = { cap: TPH_CAP }, mode: number | null = null) {
+  const kernel = {};
+  const dev = directDevice(`tphfn${tphFns++}`);
+  pciTphInit(kernel, dev, opts);
+  if (mode !== null) pcieEnableTph(dev, mode);
+  return { kernel, dev };
+}
+const F = String.raw`tphfn\d+`;
+/** A dma-buf whose exporter's get_tph returns `tph` (or that has no get_tph). */
+function tphBuf(tph?: { steeringTag: number; ph: number }): DmaBuf {
+  const ops: DmaBufOps = {
+    mapDmaBuf: () => ({ entries: [], cpu: [], origNents: 0, length: 0 }),
+    unmapDmaBuf: () => {},
+    release: () => {},
+    ...(tph && { getTph: () => tph }),
+  };
+  return dmaBufExport({ expName: 'tph-exp', ops, size: PAGE_SIZE, priv: {} });
+}
+
+rows.push(
+  {
+    entry: 'pci/tph.pciTphInit',
+    case: 'dev not a device',
+    errno: 'EINVAL',
+    message: /pci_tph_init: dev is not a device/,
+    call: () => pciTphInit({}, null as never),
+  },
+  {
+    entry: 'pci/tph.pciTphInit',
+    case: 'cap.stSize past 2048',
+    errno: 'EINVAL',
+    message: /pci_tph_init: cap\.stSize 4096/,
+    call: () => pciTphInit({}, directDevice('x'), { cap: { ...TPH_CAP, stSize: 4096 } }),
+  },
+  {
+    entry: 'pci/tph.pciTphInit',
+    case: 'cap.modes holding a non-mode',
+    errno: 'EINVAL',
+    message: /pci_tph_init: cap\.modes holds 7/,
+    call: () => pciTphInit({}, directDevice('x'), { cap: { ...TPH_CAP, modes: [7 as never] } }),
+  },
+  {
+    entry: 'pci/tph.pciTphInit',
+    case: 'completer 2 (reserved encoding)',
+    errno: 'EINVAL',
+    message: /pci_tph_init: completer 2 is not a TPH completer type/,
+    call: () => pciTphInit({}, directDevice('x'), { completer: 2 as never }),
+  },
+  {
+    entry: 'pci/tph.pciTphInit',
+    case: 'a function that already has a TPH state',
+    errno: 'EEXIST',
+    message: new RegExp(`pci_tph_init: ${F} already has a TPH state`),
+    call: () => {
+      const { kernel, dev } = tphFn();
+      pciTphInit(kernel, dev, {});
+    },
+  },
+  {
+    entry: 'pci/tph.pciTphSetNoTph',
+    case: 'kernel not an object',
+    errno: 'EINVAL',
+    message: /pci_no_tph: kernel is not a host kernel/,
+    call: () => pciTphSetNoTph(null as never, true),
+  },
+  {
+    entry: 'pci/tph.pcieEnableTph',
+    case: 'dev not a device',
+    errno: 'EINVAL',
+    message: /pcie_enable_tph: dev is not a device/,
+    call: () => pcieEnableTph(42 as never, PciTphStMode.DS),
+  },
+  {
+    entry: 'pci/tph.pcieEnableTph',
+    case: 'no TPH capability',
+    errno: 'EINVAL',
+    message: new RegExp(`pcie_enable_tph: ${F} has no TPH capability`),
+    call: () => pcieEnableTph(tphFn({}).dev, PciTphStMode.NS),
+  },
+  {
+    entry: 'pci/tph.pcieEnableTph',
+    case: 'mode not an ST mode',
+    errno: 'EINVAL',
+    message: /pcie_enable_tph: mode 5 is not an ST mode/,
+    call: () => pcieEnableTph(tphFn().dev, 5),
+  },
+  {
+    entry: 'pci/tph.pcieEnableTph',
+    case: 'a mode the function does not support',
+    errno: 'EINVAL',
+    message: new RegExp(`pcie_enable_tph: mode IV is not supported by ${F}`),
+    call: () => pcieEnableTph(tphFn({ cap: { ...TPH_CAP, modes: [PciTphStMode.DS] } }).dev, PciTphStMode.IV),
+  },
+  {
+    entry: 'pci/tph.pcieEnableTph',
+    case: 'TPH disabled system-wide (notph)',
+    errno: 'EINVAL',
+    message: /pcie_enable_tph: TPH is disabled system-wide \(notph\)/,
+    call: () => {
+      const { kernel, dev } = tphFn();
+      pciTphSetNoTph(kernel, true);
+      pcieEnableTph(dev, PciTphStMode.DS);
+    },
+  },
+  {
+    entry: 'pci/tph.pcieEnableTph',
+    case: 'a completer without TPH support',
+    errno: 'EINVAL',
+    message: new RegExp(`pcie_enable_tph: the completer of ${F} does not support TPH`),
+    call: () => pcieEnableTph(tphFn({ cap: TPH_CAP, completer: PciTphReqType.DISABLE }).dev, PciTphStMode.DS),
+  },
+  {
+    entry: 'pci/tph.pcieEnableTph',
+    case: 'already enabled',
+    errno: 'EBUSY',
+    message: new RegExp(`pcie_enable_tph: TPH is already enabled on ${F}`),
+    call: () => pcieEnableTph(tphFn(undefined, PciTphStMode.DS).dev, PciTphStMode.DS),
+  },
+  {
+    entry: 'pci/tph.pcieTphGetCpuSt',
+    case: 'memType not a tph_mem_type',
+    errno: 'EINVAL',
+    message: /pcie_tph_get_cpu_st: memType 2 is not a tph_mem_type/,
+    call: () => pcieTphGetCpuSt(tphFn().dev, 2, 0),
+  },
+  {
+    entry: 'pci/tph.pcieTphGetCpuSt',
+    case: 'cpu not a CPU UID',
+    errno: 'EINVAL',
+    message: /pcie_tph_get_cpu_st: cpu 1\.5 is not a CPU UID/,
+    call: () => pcieTphGetCpuSt(tphFn().dev, 0, 1.5),
+  },
+  {
+    entry: 'pci/tph.pcieTphGetCpuSt',
+    case: 'a CPU the root port _DSM does not know',
+    errno: 'EINVAL',
+    message: new RegExp(`pcie_tph_get_cpu_st: the root port _DSM of ${F} failed for cpu 99`),
+    call: () => pcieTphGetCpuSt(tphFn().dev, 0, 99),
+  },
+  {
+    entry: 'pci/tph.pcieTphGetCpuSt',
+    case: 'no root port',
+    errno: 'ENODEV',
+    message: new RegExp(`pcie_tph_get_cpu_st: ${F} has no root port with a _DSM`),
+    call: () => pcieTphGetCpuSt(tphFn({ cap: TPH_CAP, noRootPort: true }).dev, 0, 0),
+  },
+  {
+    entry: 'pci/tph.pcieTphSetStEntry',
+    case: 'TPH not enabled',
+    errno: 'EINVAL',
+    message: new RegExp(`pcie_tph_set_st_entry: TPH is not enabled on ${F}`),
+    call: () => pcieTphSetStEntry(tphFn().dev, 1, 0x2a),
+  },
+  {
+    entry: 'pci/tph.pcieTphSetStEntry',
+    case: 'index not an unsigned int',
+    errno: 'EINVAL',
+    message: /pcie_tph_set_st_entry: index -1 is not an unsigned int/,
+    call: () => pcieTphSetStEntry(tphFn(undefined, PciTphStMode.DS).dev, -1, 0x2a),
+  },
+  {
+    entry: 'pci/tph.pcieTphSetStEntry',
+    case: 'tag wider than 16 bits',
+    errno: 'EINVAL',
+    message: /pcie_tph_set_st_entry: tag 65536 is not a 16-bit steering tag/,
+    call: () => pcieTphSetStEntry(tphFn(undefined, PciTphStMode.DS).dev, 1, 0x10000),
+  },
+  {
+    entry: 'pci/tph.pcieTphSetStEntry',
+    case: 'index past the capability ST table (TPH turned off)',
+    errno: 'ENXIO',
+    message: new RegExp(`pcie_tph_set_st_entry: index 4 is past the ST table of ${F} \\(4 entries\\)`),
+    call: () => pcieTphSetStEntry(tphFn(undefined, PciTphStMode.DS).dev, 4, 1),
+  },
+  {
+    entry: 'pci/tph.pcieTphSetStEntry',
+    case: 'an MSI-X located entry with MSI-X off',
+    errno: 'ENXIO',
+    message: new RegExp(`pcie_tph_set_st_entry: MSI-X is not enabled on ${F}`),
+    call: () =>
+      pcieTphSetStEntry(
+        tphFn({ cap: { ...TPH_CAP, stTable: PciTphLoc.MSIX }, msixEnabled: false }, PciTphStMode.IV).dev,
+        0,
+        1,
+      ),
+  },
+  {
+    entry: 'pci/tph.pcieTphSetStEntry',
+    case: 'a function without an ST table',
+    errno: 'EINVAL',
+    message: new RegExp(`pcie_tph_set_st_entry: ${F} has no ST table \\(location NONE\\)`),
+    call: () =>
+      pcieTphSetStEntry(tphFn({ cap: { ...TPH_CAP, stTable: PciTphLoc.NONE } }, PciTphStMode.DS).dev, 0, 1),
+  },
+  {
+    entry: 'dma-buf-tph.dmaBufGetTph',
+    case: 'dmabuf not a dma-buf',
+    errno: 'EINVAL',
+    message: /dma_buf_get_tph: dmabuf is not a dma-buf/,
+    call: () => dmaBufGetTph({} as never, 8),
+  },
+  {
+    entry: 'dma-buf-tph.dmaBufGetTph',
+    case: 'released dma-buf',
+    errno: 'EBADF',
+    message: /dma_buf_get_tph: dmabuf tph-exp:\d+ was released/,
+    call: () => {
+      const b = tphBuf({ steeringTag: 1, ph: 0 });
+      dmaBufPut(b);
+      dmaBufGetTph(b, 8);
+    },
+  },
+  {
+    entry: 'dma-buf-tph.dmaBufGetTph',
+    case: 'stWidth 12',
+    errno: 'EINVAL',
+    message: /dma_buf_get_tph: stWidth 12 must be 8 or 16/,
+    call: () => dmaBufGetTph(tphBuf({ steeringTag: 1, ph: 0 }), 12),
+  },
+  {
+    entry: 'dma-buf-tph.dmaBufGetTph',
+    case: 'an exporter without get_tph',
+    errno: 'EOPNOTSUPP',
+    message: /dma_buf_get_tph: exporter tph-exp of dmabuf tph-exp:\d+ has no get_tph/,
+    call: () => dmaBufGetTph(tphBuf(), 8),
+  },
+  {
+    entry: 'dma-buf-tph.dmaBufGetTph',
+    case: 'an exporter answering a 16-bit tag to an 8-bit request',
+    errno: 'EIO',
+    message: /dma_buf_get_tph: exporter tph-exp returned steering tag 4660 for a 8-bit request/,
+    call: () => dmaBufGetTph(tphBuf({ steeringTag: 0x1234, ph: 0 }), 8),
+  },
+  {
+    entry: 'infiniband/mlx5/mlx5-st.mlx5StAllocIndex',
+    case: 'TPH off on the HCA (no ST state)',
+    errno: 'EINVAL',
+    message: /mlx5_st_alloc_index: TPH is not enabled on mlx5_x/,
+    call: () => mlx5StAllocIndex(null, directDevice('mlx5_x'), 0x2a),
+  },
+  {
+    entry: 'infiniband/mlx5/mlx5-st.mlx5StAllocIndex',
+    case: 'every index in use',
+    errno: 'ENOSPC',
+    message: new RegExp(`mlx5_st_alloc_index: the ST table of ${F} is full \\(1 indices\\)`),
+    call: () => {
+      const { dev } = tphFn({ cap: { ...TPH_CAP, stSize: 2 } }, PciTphStMode.DS);
+      const st = new Mlx5St(dev, 1, 16);
+      mlx5StAllocIndex(st, dev, 0x2a);
+      mlx5StAllocIndex(st, dev, 0x2b);
+    },
+  },
+  {
+    entry: 'infiniband/mlx5/mlx5-st.mlx5StDeallocIndex',
+    case: 'an index not allocated (double free)',
+    errno: 'EINVAL',
+    message: /mlx5_st_dealloc_index: index 3 of mlx5_x is not allocated/,
+    call: () => mlx5StDeallocIndex(new Mlx5St(directDevice('mlx5_x'), 8, 8), directDevice('mlx5_x'), 3),
+  },
+  {
+    entry: 'infiniband/mlx5/mlx5-mr.mlx5MkeyTph',
+    case: 'key not an mkey of the HCA',
+    errno: 'EINVAL',
+    message: /mlx5_mkey_tph: key 0x501 is not an mkey of mlx5_x/,
+    call: () => mlx5MkeyTph({ name: 'mlx5_x', hca: new Int32Array(MLX5_HCA_WORDS) } as never, 0x501),
   },
 );
 
