@@ -17,6 +17,13 @@
  * already translated may still be copied after a concurrent unmap, like a TLP in flight before
  * the invalidation completes.
  *
+ * TPH (kernel-semantics §4.6 scenario 6): a device that stamps TLP Processing Hints sets
+ * DmaCtx.tph (dmaTph(ph, st), 0 = none) around its calls, or gives dmaCopyTph a hint per side.
+ * Every run of the DMA carries that hint, and the hook sees it. A window with a hint statistics
+ * block (a TPH completer's BAR; DOC: TPH hints in fabric/phys-map-layout.ts) counts each run that
+ * lands in it, hinted or not, with Atomics.add. Other windows cost one null check per run,
+ * whatever the hint: no Atomics, no allocation, no call.
+ *
  * Errors never throw: each entry returns DmaStatus.OK (0) or a negative errno. A translation
  * fault or unsupported request is appended to the IOMMU fault ring before returning; bytes of
  * earlier runs have already landed (hardware does not roll back completed TLPs).
@@ -28,7 +35,14 @@ import { type DmaDomainDescriptor, DomainTables, Iotlb, iotlbLookup } from './io
 import { DevCtx, DmaAccess, IommuDomainType, IommuFaultReason, PTE_READ, PTE_WRITE } from './iommu-layout.ts';
 import { MAX_ADDR, PAGE_SIZE } from './page.ts';
 import { PhysMapView } from './phys-map.ts';
-import { type PhysMapDescriptor, type PhysMapUpdate, PhysWindowKind } from './phys-map-layout.ts';
+import {
+  type PhysMapDescriptor,
+  type PhysMapUpdate,
+  PhysWindowKind,
+  tphStatsCount,
+} from './phys-map-layout.ts';
+
+export { DMA_TPH_NONE, dmaTph, dmaTphPh, dmaTphSt } from './phys-map-layout.ts';
 
 export type { DmaDomainDescriptor } from './iotlb.ts';
 
@@ -50,7 +64,8 @@ export type DmaOp = (typeof DmaOp)[keyof typeof DmaOp];
 
 /**
  * Hook at the routing point, called once per contiguous run before its copy.
- * `addr` is the run's IOVA (or bus address when `bus`), `phys` its physical/bus target.
+ * `addr` is the run's IOVA (or bus address when `bus`), `phys` its physical/bus target, `tph` the
+ * TLP Processing Hint the run carries (dmaTph() packing; 0 = none).
  * Return 0 to let the run proceed, or a negative errno to stop the DMA with that status.
  * A hook may start DMAs of its own (the cursors are stacked), and may unmap: the next run sees it.
  */
@@ -61,6 +76,7 @@ export type DmaHook = (
   phys: number,
   length: number,
   bus: boolean,
+  tph: number,
 ) => number;
 
 /** Posted to a device's ctx port before the device context entry names the domain. */
@@ -90,6 +106,11 @@ export class DmaCtx {
   readonly faults: FaultRingProducer;
   /** Routing-point hook (TLP analyzer, sanitizer); null costs one comparison per run. */
   hook: DmaHook | null = null;
+  /**
+   * The TPH hint (dmaTph(ph, st); 0 = none) of the DMAs this ctx starts from now on: a device
+   * sets it before its dma* calls and clears it after. dmaCopyTph overrides it per side.
+   */
+  tph = 0;
   /** Faults this ctx recorded (or tried to: overflowed records count too). */
   faultCount = 0;
   readonly devCtx: Int32Array;
@@ -199,15 +220,18 @@ class RunCursor {
   bus = false;
   access: DmaAccess = kAccessRead;
   need = kNeedRead;
+  /** The hint every run of this DMA carries (0: none). */
+  tph = 0;
   /** Outputs of next(): window bytes, offset of the run in them, its length. */
   mem: Uint8Array = new Uint8Array(0);
   off = 0;
   run = 0;
 
-  begin(ctx: DmaCtx, op: DmaOp, bus: boolean): void {
+  begin(ctx: DmaCtx, op: DmaOp, bus: boolean, tph: number): void {
     this.ctx = ctx;
     this.op = op;
     this.bus = bus;
+    this.tph = tph;
     this.access = op === DmaOp.READ ? kAccessRead : kAccessWrite;
     this.need = op === DmaOp.READ ? kNeedRead : kNeedWrite;
   }
@@ -216,7 +240,8 @@ class RunCursor {
    * Resolve the run at `a` of at most `max` bytes: invalidation check (one Atomics.load; skipped
    * with `checked` when the caller loaded INVAL of this ctx for the run it pairs this one with),
    * translation through the IOTLB with merging of physically contiguous extents, the window
-   * clamp, then the hook. Returns 0 with mem/off/run set, or the fault status (recorded).
+   * clamp, the hook, then the target window's hint statistics (only windows that have a block:
+   * one null check for the others). Returns 0 with mem/off/run set, or the fault status (recorded).
    */
   next(a: number, max: number, checked = false): number {
     const ctx = this.ctx!;
@@ -266,11 +291,14 @@ class RunCursor {
     this.mem = pv.bytes[wi];
     this.off = pv.regionOffset[wi] + (p - wStart);
     this.run = run;
+    const stats = pv.tphStats[wi];
     const hook = ctx.hook;
     if (hook !== null) {
-      const s = hook(ctx, this.op, a, p, run, bus);
+      const s = hook(ctx, this.op, a, p, run, bus, this.tph);
       if (s !== 0) return s;
     }
+    // the run lands: a completer that keeps hint statistics counts it (per run, not per TLP).
+    if (stats !== null) tphStatsCount(stats, this.tph, run);
     return DmaStatus.OK;
   }
 }
@@ -312,7 +340,7 @@ function dmaRoute(
   const c = cursorGet();
   let status: number = DmaStatus.OK;
   try {
-    c.begin(ctx, op, bus);
+    c.begin(ctx, op, bus, ctx.tph);
     for (let done = 0; done < length; ) {
       status = c.next(addr + done, length - done);
       if (status !== 0) break;
@@ -390,6 +418,7 @@ export function dmaWriteBus(
  *
  * Called by: device workers that move data between two memory regions (an RDMA NIC's loopback
  * WRITE/READ between two MRs). Thread: the device's.
+ * Each side carries its ctx's tph hint (dmaCopyTph gives each side its own).
  * Returns: DmaStatus.OK, EFAULT/EIO (a translation fault on either side, recorded in that side's
  * fault ring; bytes of earlier runs have landed), EINVAL (bad range). Never throws.
  */
@@ -401,6 +430,25 @@ export function dmaCopy(
   dstAddr: number,
   dstBus: boolean,
   length: number,
+): number {
+  return dmaCopyTph(srcCtx, srcAddr, srcBus, dstCtx, dstAddr, dstBus, length, srcCtx.tph, dstCtx.tph);
+}
+
+/**
+ * dmaCopy with the TPH hint of each side given (dmaTph(); 0 = none): `srcTph` on the reads,
+ * `dstTph` on the writes, so one device can read through one mkey's hint and write through
+ * another's (an RDMA NIC's loopback between two MRs). Same returns as dmaCopy.
+ */
+export function dmaCopyTph(
+  srcCtx: DmaCtx,
+  srcAddr: number,
+  srcBus: boolean,
+  dstCtx: DmaCtx,
+  dstAddr: number,
+  dstBus: boolean,
+  length: number,
+  srcTph: number,
+  dstTph: number,
 ): number {
   if (length === 0) return DmaStatus.OK;
   if (!validRange(srcAddr, length) || !validRange(dstAddr, length)) return DmaStatus.EINVAL;
@@ -414,8 +462,8 @@ export function dmaCopy(
   const shared = srcCtx === dstCtx;
   const tlb = srcCtx.iotlb;
   try {
-    s.begin(srcCtx, DmaOp.READ, srcBus);
-    d.begin(dstCtx, DmaOp.WRITE, dstBus);
+    s.begin(srcCtx, DmaOp.READ, srcBus, srcTph);
+    d.begin(dstCtx, DmaOp.WRITE, dstBus, dstTph);
     let done = 0;
     let sLeft = 0; // bytes left of the current source run, at s.mem[sOff]
     let sOff = 0;

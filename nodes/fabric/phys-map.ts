@@ -47,6 +47,8 @@ export class PhysMapView {
   /** Region bytes of window i and the region offset that window start maps to. */
   bytes: Uint8Array[] = [];
   regionOffset: number[] = [];
+  /** Hint statistics block of window i (TphStat words), null when the window does not count. */
+  tphStats: (Int32Array | null)[] = [];
   windows: PhysWindowDescriptor[] = [];
   private regions = new Map<number, MemRegionDescriptor>();
   private views = new Map<number, Uint8Array>();
@@ -90,6 +92,7 @@ export class PhysMapView {
     this.busEnd = ws.map((w) => w.phys + w.busOffset + w.size);
     this.kind = ws.map((w) => w.kind);
     this.regionOffset = ws.map((w) => w.regionOffset);
+    this.tphStats = ws.map((w) => (w.tphStats ? new Int32Array(w.tphStats) : null));
     this.bytes = ws.map((w) => {
       const v = this.views.get(w.regionId);
       if (!v)

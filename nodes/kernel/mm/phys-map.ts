@@ -18,6 +18,7 @@ import { PhysMapView, type PhysResolution } from '../../fabric/phys-map.ts';
 import {
   HostLayout,
   PHYS_MAP_CTL_BYTES,
+  TPH_STATS_BYTES,
   PhysMapCtl,
   type PhysMapDescriptor,
   type PhysMapUpdate,
@@ -39,6 +40,8 @@ export interface PhysWindowSpec {
   size?: number;
   regionOffset?: number;
   busOffset?: number;
+  /** Hint statistics block (fabric/phys-map-layout.ts DOC: TPH hints); absent: not counted. */
+  tphStats?: SharedArrayBuffer;
 }
 
 export class PhysMap {
@@ -106,6 +109,8 @@ export class PhysMap {
         `PhysMap.addWindow(${name}): busOffset ${busOffset} must keep the bus range page aligned, < 2^52`,
       );
     }
+    const tphStats = spec.tphStats;
+    if (tphStats !== undefined) checkTphStats(`PhysMap.addWindow(${name})`, tphStats);
     for (const w of this.windows) {
       const physHit = phys < w.phys + w.size && w.phys < phys + size;
       const busHit =
@@ -126,6 +131,7 @@ export class PhysMap {
       regionId: region.id,
       regionOffset,
     };
+    if (tphStats !== undefined) win.tphStats = tphStats;
     this.regions.set(region.id, region);
     this.windows = [...this.windows, win];
     if (kind === PhysWindowKind.RAM) this.ramEnd = Math.max(this.ramEnd, phys + size);
@@ -171,6 +177,23 @@ export class PhysMap {
     const i = this.windows.findIndex((w) => w.phys === phys);
     if (i < 0) throw err('ENOENT', `PhysMap.removeWindow: no window starts at ${hex(phys)}`);
     this.windows = this.windows.filter((_, j) => j !== i);
+    this.publish();
+  }
+
+  /**
+   * Give the window that starts at `phys` a hint statistics block (null: take it away), so the
+   * routing point counts the runs that land in it. Publishes a new generation.
+   * Called by: drivers of TPH completers (vfio-pci). Throws: ENOENT naming phys; EINVAL (not a
+   * statistics block).
+   */
+  setWindowTphStats(phys: number, tphStats: SharedArrayBuffer | null): void {
+    const fn = 'PhysMap.setWindowTphStats';
+    const i = this.windows.findIndex((w) => w.phys === phys);
+    if (i < 0) throw err('ENOENT', `${fn}: no window starts at ${hex(phys)}`);
+    if (tphStats !== null) checkTphStats(fn, tphStats);
+    const { tphStats: _old, ...rest } = this.windows[i];
+    const win: PhysWindowDescriptor = tphStats === null ? rest : { ...rest, tphStats };
+    this.windows = this.windows.map((w, j) => (j === i ? win : w));
     this.publish();
   }
 
@@ -233,4 +256,9 @@ export class PhysMap {
     Atomics.store(this.ctl, PhysMapCtl.GEN, this.gen);
     for (const fn of this.listeners) fn();
   }
+}
+
+function checkTphStats(fn: string, sab: unknown): void {
+  if (!(sab instanceof SharedArrayBuffer) || sab.byteLength !== TPH_STATS_BYTES)
+    throw err('EINVAL', `${fn}: tphStats is not a TPH statistics block (${TPH_STATS_BYTES} byte SAB)`);
 }
