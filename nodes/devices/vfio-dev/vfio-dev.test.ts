@@ -5,6 +5,8 @@ import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { Errno } from '../../../common/errno.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
+import { dmaTph } from '../../fabric/dma.ts';
+import { tphStatsCount, tphStatsCreate } from '../../fabric/phys-map-layout.ts';
 import { VFIO_DEV_MAX_LEN, VfioDevOp, vfioDevBarParam } from '../../fabric/vfio-dev-layout.ts';
 import { DeviceRuntime } from '../device-runtime.ts';
 import { deviceRig } from '../fixtures/rig.ts';
@@ -50,5 +52,20 @@ describe('vfio-dev model', () => {
     );
     expect(rt.drain(model)).toBe(7);
     expect(rig.reap().map((c) => c.status)).toEqual([...Array(6).fill(-Errno.EINVAL), -Errno.EOPNOTSUPP]);
+  });
+
+  it('tph - the model reads the hint statistics of a BAR whose window has a block, and null for one without', () => {
+    const rig = deviceRig();
+    rig.init.params = { [vfioDevBarParam(0)]: 1 };
+    const sab = tphStatsCreate();
+    rig.init.dma.phys.windows[0].tphStats = sab;
+    const model = new VfioDevModel(rig.init);
+    // what the routing point does when a peer's hinted run lands in the window
+    tphStatsCount(new Int32Array(sab), dmaTph(2, 0x2a), 3000);
+    const s = model.tphStats(0);
+    expect([s?.hinted, s?.st[0x2a], s?.ph[2]]).toEqual(Array(3).fill({ runs: 1, bytes: 3000 }));
+    expect(model.tphStats(1)).toBeNull();
+    rig.init.dma.phys.windows[0].tphStats = undefined;
+    expect(new VfioDevModel(rig.init).tphStats(0)).toBeNull();
   });
 });

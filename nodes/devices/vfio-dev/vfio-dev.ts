@@ -14,6 +14,7 @@
 import { crc32 } from 'node:zlib';
 import { Errno } from '../../../common/errno.ts';
 import type { DeviceInit } from '../../fabric/device-queue-layout.ts';
+import { type TphStatsSnapshot, tphStatsRead } from '../../fabric/phys-map-layout.ts';
 import {
   VFIO_DEV_MAX_LEN,
   VFIO_DEV_NUM_BARS,
@@ -48,9 +49,21 @@ export class VfioDevModel implements DeviceModel {
   readonly name = 'vfio-dev';
   readonly stats: VfioDevStats = { fills: 0, checksums: 0, bytes: 0 };
   private readonly bars: (Uint8Array | null)[];
+  private readonly init: DeviceInit;
 
   constructor(init: DeviceInit) {
+    this.init = init;
     this.bars = barsFromInit(init);
+  }
+
+  /**
+   * The TPH hints BAR `bar` received (a TPH completer's BAR has a statistics block in its phys
+   * map window, updated by the routing point); null without one. Worker side of scenario 6.
+   */
+  tphStats(bar: number): TphStatsSnapshot | null {
+    const id = this.init.params?.[vfioDevBarParam(bar)];
+    const w = this.init.dma.phys.windows.find((x) => x.regionId === id && x.tphStats !== undefined);
+    return w?.tphStats ? tphStatsRead(w.tphStats) : null;
   }
 
   /**

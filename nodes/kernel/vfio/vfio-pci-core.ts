@@ -90,6 +90,11 @@ export interface VfioPciBar {
   /** CPU physical address of the BAR (pci_resource_start), fixed for the device's life. */
   readonly phys: number;
   readonly busOffset: number;
+  /**
+   * Hint statistics block of the BAR's window (a TPH completer's BARs only; null otherwise): the
+   * routing point counts each DMA run that lands in the BAR, with its {PH, ST} (docs/tph.md).
+   */
+  readonly tphStats: SharedArrayBuffer | null;
 }
 
 /** struct vfio_pci_core_device, reduced. Build with vfioPciProbe() (vfio-pci.ts). */
@@ -176,6 +181,7 @@ export class VfioPciCoreDevice {
           phys: b.phys,
           region: b.region,
           busOffset: b.busOffset,
+          ...(b.tphStats ? { tphStats: b.tphStats } : {}),
         });
       } else physMap.removeWindow(b.phys);
     }

@@ -9,6 +9,7 @@
  */
 import { err } from '../../../common/errno.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
+import { type TphStatsSnapshot, tphStatsCreate, tphStatsRead } from '../../fabric/phys-map-layout.ts';
 import { VFIO_DEV_NUM_BARS } from '../../fabric/vfio-dev-layout.ts';
 import type { HostKernel } from '../kernel.ts';
 import { vfioDevSpawn } from './vfio-dev.ts';
@@ -18,6 +19,7 @@ import {
   type VfioPciProbeOptions,
   vfioPciCoreCloseDevice,
 } from './vfio-pci-core.ts';
+import { PciTphCompleter } from './vfio-uapi.ts';
 
 export type { VfioPciBar, VfioPciBarSpec, VfioPciProbeOptions } from './vfio-pci-core.ts';
 
@@ -59,7 +61,12 @@ export function vfioPciProbe(kernel: HostKernel, name: string, opts: VfioPciProb
     const { region } = kernel.addDeviceMemory(`${name}.bar${i}`, spec.size);
     const win = kernel.physMap.view.windows.find((w) => w.regionId === region.id);
     if (!win) throw err('ENODEV', `${fn}: BAR${i} window was not placed`);
+    // a TPH completer counts the hints it receives per BAR (scenario 6; docs/tph.md).
+    const tphStats =
+      (opts.tphCompleter ?? PciTphCompleter.NONE) !== PciTphCompleter.NONE ? tphStatsCreate() : null;
+    if (tphStats) kernel.physMap.setWindowTphStats(win.phys, tphStats);
     bars.push({
+      tphStats,
       index: i,
       size: spec.size,
       mmap: spec.mmap !== false,
@@ -74,6 +81,20 @@ export function vfioPciProbe(kernel: HostKernel, name: string, opts: VfioPciProb
   if (!devices) registry.set(kernel, (devices = new Map()));
   devices.set(name, vdev);
   return vdev;
+}
+
+/**
+ * The TPH hints BAR `bar` of `vdev` received so far (kernel-semantics §4.6 scenario 6): DMA runs
+ * and bytes that landed in the BAR, unhinted, hinted, per PH and per ST slot (tag modulo
+ * TPH_STATS_ST_SLOTS). Counted per run at the routing point, not per TLP (docs/tph.md). The
+ * device model reads the same block (VfioDevModel.tphStats). Tests and diagnostics; no uapi.
+ * Throws: EINVAL (no such BAR); EOPNOTSUPP (the function is no TPH completer: nothing counted).
+ */
+export function vfioPciTphStats(vdev: VfioPciCoreDevice, bar: number): TphStatsSnapshot {
+  const b = Number.isInteger(bar) && bar >= 0 ? vdev.bars[bar] : undefined;
+  if (!b) throw err('EINVAL', `vfioPciTphStats: bar ${String(bar)}: ${vdev.name} has no such BAR`);
+  if (!b.tphStats) throw err('EOPNOTSUPP', `vfioPciTphStats: ${vdev.name} is no TPH completer`);
+  return tphStatsRead(b.tphStats);
 }
 
 /** The vfio-pci function `name` on `kernel`. Throws: ENODEV. */
