@@ -5,7 +5,7 @@
  * One "HCA context" SharedArrayBuffer per NIC, handed to the worker by the INIT_HCA command:
  *
  *   [Mlx5Ctl, 64 words][QP table: MLX5_MAX_QP x 16][CQ table: MLX5_MAX_CQ x 16]
- *   [mkey table: MLX5_MAX_MKEY x 32]
+ *   [mkey table: MLX5_MAX_MKEY x 32][ST table: MLX5_ST_ENTRIES words]
  *
  * plus one growable MTT SharedArrayBuffer (translation entries of every mkey), an event queue
  * ring (EQ, device -> kernel: page faults, CQ overruns, QP errors) and per-queue rings (SQ, RQ, CQ) made by
@@ -30,6 +30,14 @@
  * the device either saw the zap, or its access was announced before the kernel looked and ends
  * before the zap returns. So after the zap no access reaches the old translation: the exporter
  * may then copy and free the old pages (kernel-semantics §7 rule 9).
+ *
+ * DOC: TPH stamping (kernel-semantics §4.3 rule 6, §4.6 scenario 6)
+ * The function's ST table (TPH capability located) and its TPH Control requester enable live in
+ * config space, which the device reads: the kernel mirrors each ST entry it writes
+ * (pcie_tph_set_st_entry) into hcaStBase(index), and the requester type into
+ * Mlx5Ctl.TPH_REQ_EN, with Atomics.store, before the mkey naming the index publishes STATE. A DMA
+ * through an mkey with TPH_EN = 1 (and TPH_REQ_EN != 0) carries {TH = 1, PH = TPH_PH, ST = the
+ * entry at TPH_ST_INDEX} (index 0: ST 0, PH only); without TPH_EN it carries no hint.
  */
 import { layoutCheck } from './layout.ts';
 
@@ -61,6 +69,8 @@ export const Mlx5Ctl = {
   STAT_PAGE_FAULTS: 52,
   STAT_RNR_NAKS: 53,
   STAT_RETRIES: 54,
+  /** TPH Control requester enable as the kernel last wrote it (PciTphReqType; 0: no TPH). */
+  TPH_REQ_EN: 55,
 } as const;
 export const MLX5_CTL_WORDS = 64;
 layoutCheck('Mlx5Ctl', Mlx5Ctl, MLX5_CTL_WORDS, 256);
@@ -154,6 +164,8 @@ export const Mlx5Mkey = {
 } as const;
 export const MLX5_MKEY_WORDS = 32;
 layoutCheck('Mlx5Mkey', Mlx5Mkey, MLX5_MKEY_WORDS, 128);
+/** ST table entries mirrored in the HCA context (the mkey index is 8 bits). */
+export const MLX5_ST_ENTRIES = 256;
 /** Steering-tag index 0 of an mkey: no steering tag (PH only). */
 export const MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX = 0;
 
@@ -214,7 +226,8 @@ export const MLX5_HCA_WORDS =
   MLX5_CTL_WORDS +
   MLX5_MAX_QP * MLX5_QP_CTX_WORDS +
   MLX5_MAX_CQ * MLX5_CQ_CTX_WORDS +
-  MLX5_MAX_MKEY * MLX5_MKEY_WORDS;
+  MLX5_MAX_MKEY * MLX5_MKEY_WORDS +
+  MLX5_ST_ENTRIES;
 
 /** Word index of QP `qpn`'s context. */
 export function hcaQpBase(qpn: number): number {
@@ -233,6 +246,17 @@ export function hcaMkeyBase(index: number): number {
     MLX5_MAX_QP * MLX5_QP_CTX_WORDS +
     MLX5_MAX_CQ * MLX5_CQ_CTX_WORDS +
     index * MLX5_MKEY_WORDS
+  );
+}
+
+/** Word index of ST table entry `index` (0..MLX5_ST_ENTRIES - 1; DOC: TPH stamping). */
+export function hcaStBase(index: number): number {
+  return (
+    MLX5_CTL_WORDS +
+    MLX5_MAX_QP * MLX5_QP_CTX_WORDS +
+    MLX5_MAX_CQ * MLX5_CQ_CTX_WORDS +
+    MLX5_MAX_MKEY * MLX5_MKEY_WORDS +
+    index
   );
 }
 

@@ -9,12 +9,25 @@
  * re-mapped (XLT = PRESENT, FAULT = NONE). A fault the kernel could not resolve (FAULT =
  * FAILED) fails the next access once, then the next access faults again.
  *
+ * TPH (fabric/mlx5-layout.ts DOC: TPH stamping): every DMA through an mkey with TPH_EN carries
+ * {TH = 1, PH, ST of its ST table entry}, set on the DMA context around the dma* calls (dmaCopy
+ * gets each side's hint), so the routing point and its hook see it.
+ *
  * Runs in the device worker; imports only fabric/ and common/.
  */
-import { type DmaCtx, dmaCopy, dmaRead, dmaReadBus, dmaWrite, dmaWriteBus } from '../../fabric/dma.ts';
+import {
+  type DmaCtx,
+  dmaCopyTph,
+  dmaRead,
+  dmaReadBus,
+  dmaTph,
+  dmaWrite,
+  dmaWriteBus,
+} from '../../fabric/dma.ts';
 import { doorbellRing } from '../../fabric/doorbell.ts';
 import {
   hcaMkeyBase,
+  hcaStBase,
   MLX5_DMA_CHUNK,
   MLX5_MAX_MKEY,
   MLX5_MTT_BUS,
@@ -141,6 +154,7 @@ export class MkeyEngine {
       const n = Math.min(kChunk, len - done);
       Atomics.store(h, Mlx5Ctl.ACTIVE, mlx5ActiveWord(-1, di, this.seq++));
       r = this.usable(di, dk, qpn, dIova + done, n, requester, true);
+      if (r === Xfer.OK) this.dma.tph = this.tphOf(di);
       for (let o = 0; r === Xfer.OK && o < n; ) {
         if (!this.runAt(di, dIova + done + o, d)) r = Xfer.DST_ERR;
         else {
@@ -152,6 +166,7 @@ export class MkeyEngine {
           o += m;
         }
       }
+      this.dma.tph = 0;
       Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
       done += n;
     }
@@ -178,6 +193,7 @@ export class MkeyEngine {
       r = this.usable(si, sk, qpn, sIova + done, n, requester, false);
       if (r === Xfer.DST_FAULT) r = Xfer.SRC_FAULT;
       else if (r === Xfer.DST_ERR) r = Xfer.SRC_ERR;
+      if (r === Xfer.OK) this.dma.tph = this.tphOf(si);
       for (let o = 0; r === Xfer.OK && o < n; ) {
         if (!this.runAt(si, sIova + done + o, s)) r = Xfer.SRC_ERR;
         else {
@@ -189,10 +205,25 @@ export class MkeyEngine {
           o += m;
         }
       }
+      this.dma.tph = 0;
       Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
       done += n;
     }
     return r;
+  }
+
+  /**
+   * The TPH hint of a DMA through mkey `idx` (DOC: TPH stamping): dmaTph(PH, ST of the mkey's ST
+   * entry) when the mkey has TPH on and the function's requester is enabled, else 0. Inside an
+   * announced access, after usable() loaded the mkey's XLT/STATE (the TPH words and the ST entry
+   * were stored before it was published).
+   */
+  tphOf(idx: number): number {
+    const h = this.hca;
+    const b = hcaMkeyBase(idx);
+    if (h[b + Mlx5Mkey.TPH_EN] === 0 || Atomics.load(h, Mlx5Ctl.TPH_REQ_EN) === 0) return 0;
+    const i = h[b + Mlx5Mkey.TPH_ST_INDEX] & 0xff;
+    return dmaTph(h[b + Mlx5Mkey.TPH_PH], i === 0 ? 0 : Atomics.load(h, hcaStBase(i)));
   }
 
   /** True once the page fault of mkey `idx` is no longer pending (resolved or failed). */
@@ -203,11 +234,14 @@ export class MkeyEngine {
   private copyMr(si: number, sIova: number, di: number, dIova: number, n: number): Xfer {
     const s = this.s;
     const d = this.d;
+    const sTph = this.tphOf(si);
+    const dTph = this.tphOf(di);
     for (let o = 0; o < n; ) {
       if (!this.runAt(si, sIova + o, s)) return Xfer.SRC_ERR;
       if (!this.runAt(di, dIova + o, d)) return Xfer.DST_ERR;
       const m = Math.min(s.left, d.left, n - o);
-      if (dmaCopy(this.dma, s.addr, s.bus, this.dma, d.addr, d.bus, m) !== 0) return Xfer.DMA_ERR;
+      if (dmaCopyTph(this.dma, s.addr, s.bus, this.dma, d.addr, d.bus, m, sTph, dTph) !== 0)
+        return Xfer.DMA_ERR;
       o += m;
     }
     return Xfer.OK;

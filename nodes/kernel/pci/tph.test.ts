@@ -196,4 +196,17 @@ describe('PCI TPH core', () => {
       /completer 2 is not a TPH completer type/,
     );
   });
+
+  it('tph - the device model sees each requester-enable and ST entry write through its mirror, in hardware order', () => {
+    const log: string[] = [];
+    const mirror = {
+      reqEn: (t: number) => log.push(`en ${t}`),
+      stEntry: (i: number, tag: number) => log.push(`st ${i}=${tag}`),
+    };
+    const { dev } = fn({ cap: capTable({ extSt: false, stSize: 4 }), mirror });
+    pcieEnableTph(dev, PciTphStMode.DS);
+    pcieTphSetStEntry(dev, 1, 0x2a);
+    expect(() => pcieTphSetStEntry(dev, 9, 1)).toThrow(/ENXIO/); // turns TPH off
+    expect(log).toEqual(['en 1', 'en 0', 'st 1=42', 'en 1', 'en 0', 'en 0']);
+  });
 });

@@ -92,6 +92,18 @@ export interface PciTphOptions {
   dsm?: (cpu: number) => TphDsmEntry | null;
   /** MSI-X enabled (an MSI-X located ST entry can only be written when it is). Default true. */
   msixEnabled?: boolean;
+  /**
+   * The device's view of its config space: called after each hardware write of the TPH Control
+   * requester enable and of an ST entry, so a device model can mirror them into memory its worker
+   * reads (mlx5: the HCA context, DOC: TPH stamping in fabric/mlx5-layout.ts).
+   */
+  mirror?: PciTphMirror;
+}
+
+/** Config-space writes a device model sees (PciTphOptions.mirror). */
+export interface PciTphMirror {
+  reqEn(type: PciTphReqType): void;
+  stEntry(index: number, tag: number): void;
 }
 
 const MODE_NAMES = ['NS', 'IV', 'DS'] as const;
@@ -108,6 +120,7 @@ export class PciTph {
   readonly cpus: number;
   readonly dsm: ((cpu: number) => TphDsmEntry | null) | undefined;
   msixEnabled: boolean;
+  readonly mirror: PciTphMirror | undefined;
   /** Cached state (pdev->tph_mode, tph_req_type, tph_enabled). */
   mode: PciTphStMode = PciTphStMode.NS;
   reqType: PciTphReqType = PciTphReqType.DISABLE;
@@ -128,6 +141,7 @@ export class PciTph {
     this.cpus = opts.cpus ?? 8;
     this.dsm = opts.dsm;
     this.msixEnabled = opts.msixEnabled ?? true;
+    this.mirror = opts.mirror;
     const n = this.cap && this.cap.stTable !== PciTphLoc.NONE ? this.cap.stSize : 0;
     this.stEntries = new Uint16Array(n);
   }
@@ -138,6 +152,12 @@ export class PciTph {
 }
 
 const states = new WeakMap<Device, PciTph>();
+
+/** Write the control register's requester enable (and show it to the device model). */
+function setReqEn(t: PciTph, v: PciTphReqType): void {
+  t.ctrlReqEn = v;
+  t.mirror?.reqEn(v);
+}
 const noTph = new WeakSet<object>();
 
 function isObject(v: unknown): v is object {
@@ -227,7 +247,7 @@ export function pcieEnableTph(dev: Device, mode: number): void {
   }
   t.reqType = reqType;
   t.ctrlMode = mode;
-  t.ctrlReqEn = reqType;
+  setReqEn(t, reqType);
   t.enabled = true;
   trace('pciTphEnable', () => ({ dev: dev.name, mode: MODE_NAMES[mode], reqType }));
 }
@@ -237,7 +257,7 @@ export function pcieDisableTph(dev: Device): void {
   const t = stateOf('pcie_disable_tph', dev);
   if (!t?.enabled) return;
   t.ctrlMode = PciTphStMode.NS;
-  t.ctrlReqEn = PciTphReqType.DISABLE;
+  setReqEn(t, PciTphReqType.DISABLE);
   t.mode = PciTphStMode.NS;
   t.reqType = PciTphReqType.DISABLE;
   t.enabled = false;
@@ -324,7 +344,7 @@ export function pcieTphSetStEntry(dev: Device, index: number, tag: number): void
     throw err('EINVAL', `${fn}: tag ${String(tag)} is not a 16-bit steering tag`);
   if (!t?.enabled) throw err('EINVAL', `${fn}: TPH is not enabled on ${dev.name}`);
   if (t.mode === PciTphStMode.NS) return;
-  t.ctrlReqEn = PciTphReqType.DISABLE;
+  setReqEn(t, PciTphReqType.DISABLE);
   const loc = t.cap?.stTable ?? PciTphLoc.NONE;
   let error = null;
   if (loc === PciTphLoc.MSIX) {
@@ -343,7 +363,8 @@ export function pcieTphSetStEntry(dev: Device, index: number, tag: number): void
     throw error;
   }
   t.stEntries[index] = tag;
-  t.ctrlReqEn = t.reqType;
+  t.mirror?.stEntry(index, tag);
+  setReqEn(t, t.reqType);
   trace('pciTphSetSt', () => ({ dev: dev.name, index, tag, loc: LOC_NAMES[loc] }));
 }
 

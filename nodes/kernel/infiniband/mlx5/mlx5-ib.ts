@@ -55,7 +55,7 @@ import { type IbCq, IbDevice, type IbQp, ibRegisterDevice, ibUnregisterDevice } 
 import { ibFabricAddPort, ibFabricRemovePort } from '../ib-fabric.ts';
 import { type Mlx5Mr, mlx5MrReleaseAll, mlx5PageFault } from './mlx5-mr.ts';
 import { mlx5IbOps } from './mlx5-ops.ts';
-import { type Mlx5St, mlx5StCreate, mlx5StDestroy } from './mlx5-st.ts';
+import { type Mlx5St, mlx5HcaTphMirror, mlx5StCreate, mlx5StDestroy } from './mlx5-st.ts';
 import { mlx5CqError, mlx5QpError } from './mlx5-qp.ts';
 
 /** The device model's worker entry (a file reference: kernel/ never imports devices/). */
@@ -228,7 +228,7 @@ export async function mlx5Probe(
 ): Promise<Mlx5Dev> {
   const d = new Mlx5Dev(kernel, name, opts);
   try {
-    d.st = mlx5StCreate(kernel, d.dev, opts.tph ?? null, opts.tphCompleter);
+    d.st = mlx5StCreate(kernel, d.dev, opts.tph ?? null, opts.tphCompleter, mlx5HcaTphMirror(d.hca));
     await d.cmd(Mlx5Cmd.INIT_HCA, { kind: 'init', ...d.initPayload });
   } catch (e) {
     mlx5StDestroy(d.dev);

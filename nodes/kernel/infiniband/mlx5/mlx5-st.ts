@@ -20,10 +20,16 @@
  */
 import { err } from '../../../../common/errno.ts';
 import { trace } from '../../../../common/trace.ts';
-import { MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX } from '../../../fabric/mlx5-layout.ts';
+import {
+  hcaStBase,
+  MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX,
+  MLX5_ST_ENTRIES,
+  Mlx5Ctl,
+} from '../../../fabric/mlx5-layout.ts';
 import type { Device } from '../../device.ts';
 import {
   type PciTphCap,
+  type PciTphMirror,
   PciTphReqType,
   PciTphStMode,
   pciTphInit,
@@ -59,6 +65,7 @@ export class Mlx5St {
  * mlx5_st_create: give the HCA's function its TPH state and, with a capability that supports
  * device-specific mode and a capability-located ST table of two entries or more, enable TPH.
  * Returns null when TPH stays off (no capability, mode, table or completer: probe goes on).
+ * `mirror` shows the function's TPH config writes to the device (mlx5HcaTphMirror).
  * Called by: mlx5Probe. Throws: pciTphInit's EINVAL for a malformed capability.
  */
 export function mlx5StCreate(
@@ -66,8 +73,9 @@ export function mlx5StCreate(
   dev: Device,
   cap: PciTphCap | null,
   completer: PciTphReqType | undefined,
+  mirror?: PciTphMirror,
 ): Mlx5St | null {
-  pciTphInit(kernel, dev, { cap, completer });
+  pciTphInit(kernel, dev, { cap, completer, mirror });
   if (!cap) return null;
   try {
     pcieEnableTph(dev, PciTphStMode.DS);
@@ -84,6 +92,21 @@ export function mlx5StCreate(
   }
   const width = pcieTphGetReqType(dev) === PciTphReqType.EXT_TPH ? 16 : 8;
   return new Mlx5St(dev, Math.min(size - 1, MLX5_ST_INDEX_MAX), width);
+}
+
+/**
+ * The HCA's view of its TPH config space (fabric/mlx5-layout.ts DOC: TPH stamping): ST entries
+ * below MLX5_ST_ENTRIES and the requester enable, stored with Atomics.store into the HCA context
+ * `hca`. An ST entry is written before the mkey naming it publishes STATE, so a device that
+ * loaded STATE reads the entry.
+ */
+export function mlx5HcaTphMirror(hca: Int32Array): PciTphMirror {
+  return {
+    reqEn: (type) => Atomics.store(hca, Mlx5Ctl.TPH_REQ_EN, type),
+    stEntry: (index, tag) => {
+      if (index < MLX5_ST_ENTRIES) Atomics.store(hca, hcaStBase(index), tag);
+    },
+  };
 }
 
 /** mlx5_st_destroy: TPH off and the function's TPH state dropped (driver remove). */
