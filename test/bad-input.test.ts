@@ -3676,6 +3676,24 @@ rows.push(
     call: () => PageList.allocate(pages(), PAGE_SIZE).physSegments(new PhysMap()),
   },
   {
+    entry: 'mm/phys-map.PhysMap.setWindowTphStats',
+    case: 'no window at phys',
+    errno: 'ENOENT',
+    message: /PhysMap\.setWindowTphStats: no window starts at 0x1000/,
+    call: () => new PhysMap().setWindowTphStats(0x1000, null),
+  },
+  {
+    entry: 'mm/phys-map.PhysMap.setWindowTphStats',
+    case: 'tphStats not a statistics block',
+    errno: 'EINVAL',
+    message: /PhysMap\.setWindowTphStats: tphStats is not a TPH statistics block/,
+    call: () => {
+      const m = new PhysMap();
+      const w = m.addWindow({ kind: PhysWindowKind.RAM, phys: 0, region: region() });
+      m.setWindowTphStats(w.phys, new SharedArrayBuffer(8));
+    },
+  },
+  {
     entry: 'mm/phys-map.PhysMap.addWindow',
     case: 'unknown kind',
     errno: 'EINVAL',

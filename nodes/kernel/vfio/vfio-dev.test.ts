@@ -5,7 +5,7 @@ import { crc32 } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
 import { liveWorkers } from '../../../common/worker.ts';
-import { expectCode } from '../../../test/support/expect-errno.ts';
+import { expectCode, expectErr } from '../../../test/support/expect-errno.ts';
 import {
   O_RDWR,
   PCI_COMMAND_MASTER,
@@ -33,7 +33,8 @@ import {
 } from './fixtures/vfio-host.ts';
 import { vfioDevChecksum, vfioDevFill } from './vfio-dev.ts';
 import { vfioPciDmaBufOf } from './vfio-pci-dmabuf.ts';
-import { vfioPciRemove } from './vfio-pci.ts';
+import { vfioPciRemove, vfioPciTphStats } from './vfio-pci.ts';
+import { PciTphCompleter } from './vfio-uapi.ts';
 
 afterEach(vfioHostsTeardown);
 
@@ -101,5 +102,13 @@ describe('vfio-dev device', () => {
     expect(h.kernel.physMap.regionToPhys(h.vdev.bars[0]!.region, 0)).toBeNull(); // off the bus
     expect(vfioPciDmaBufOf(h.buf(fd))).toMatchObject({ revoked: true, permanent: true, vdev: null });
     await expectCode(() => vfioDeviceOpen(h.proc, 'vfio0'), 'ENODEV');
+  });
+
+  it('vfio - TPH statistics of a BAR: a BAR that does not exist is EINVAL, a function that is no TPH completer is EOPNOTSUPP', () => {
+    const plain = vfioHost({ tphCompleter: PciTphCompleter.NONE });
+    expectErr(() => vfioPciTphStats(plain.vdev, 0), 'EOPNOTSUPP', /vfio0 is no TPH completer/);
+    const h = vfioHost({ tphCompleter: PciTphCompleter.TPH_ONLY });
+    expectErr(() => vfioPciTphStats(h.vdev, 1), 'EINVAL', /bar 1: vfio0 has no such BAR/);
+    expect(vfioPciTphStats(h.vdev, 0).unhinted.runs).toBe(0);
   });
 });
