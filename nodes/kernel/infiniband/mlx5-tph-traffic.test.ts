@@ -6,9 +6,7 @@ import { crc32 } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
 import { TPH_STATS_ST_SLOTS } from '../../fabric/phys-map-layout.ts';
-import { processExit } from '../../uapi/process.ts';
 import {
-  ibvCloseDevice,
   type IbvMr,
   type IbvPd,
   ibvPostSend,
@@ -25,11 +23,10 @@ import {
   vfioDeviceFeatureDmaBuf,
   vfioDeviceFeatureDmaBufTph,
   vfioDeviceOpen,
-  vfioSettle,
 } from '../../uapi/vfio.ts';
 import { type PciTphCap, PciTphLoc, PciTphStMode, pcieDisableTph } from '../pci/tph.ts';
 import { vfioDevChecksum } from '../vfio/vfio-dev.ts';
-import { vfioPciRemove, vfioPciTphStats } from '../vfio/vfio-pci.ts';
+import { vfioPciTphStats } from '../vfio/vfio-pci.ts';
 import type { VfioPciCoreDevice } from '../vfio/vfio-pci-core.ts';
 import { vfioPciProbe } from '../vfio/vfio-pci.ts';
 import {
@@ -41,9 +38,8 @@ import {
   type RdmaHost,
   rcPair,
   rdmaHost,
-  rdmaTeardown,
-  START_MS,
 } from './fixtures/rdma-host.ts';
+import { trackRdmaHost, trackVfio, vfioRdmaTeardown } from './fixtures/vfio-rdma.ts';
 import { mlx5MkeyTph } from './mlx5/mlx5-mr.ts';
 
 const BAR = 64 << 10;
@@ -59,25 +55,7 @@ const capDs: PciTphCap = {
   stSize: 64,
 };
 
-const vdevs: VfioPciCoreDevice[] = [];
-const rhosts: RdmaHost[] = [];
-
-afterEach(async () => {
-  for (const h of rhosts.splice(0)) {
-    for (const c of h.ctxs)
-      await withDeadline(ibvCloseDevice(c), START_MS, 'teardown: close').catch(() => {});
-    await processExit(h.proc);
-    await withDeadline(vfioSettle(h.proc), MS, 'teardown: vfio close');
-  }
-  for (const v of vdevs.splice(0)) {
-    try {
-      await withDeadline(vfioPciRemove(v), START_MS, 'teardown: vfio remove');
-    } finally {
-      await v.host.worker.terminate();
-    }
-  }
-  await rdmaTeardown();
-});
+afterEach(vfioRdmaTeardown);
 
 interface Rig {
   h: RdmaHost;
@@ -97,12 +75,12 @@ interface Rig {
 /** mlx5_0 with TPH (TPH_ONLY requester) and vfio0, a TPH_ONLY completer with a 64 KiB BAR0. */
 async function rig(): Promise<Rig> {
   const h = await rdmaHost({ nic: { tph: capDs } });
-  rhosts.push(h);
+  trackRdmaHost(h);
   const vdev = vfioPciProbe(h.kernel, 'vfio0', {
     bars: [{ size: BAR }],
     tphCompleter: PciTphCompleter.TPH_ONLY,
   });
-  vdevs.push(vdev);
+  trackVfio(vdev);
   const devFd = vfioDeviceOpen(h.proc, 'vfio0');
   const [a] = await rcPair(h.ctxs[0], h.ctxs[0]);
   const mem = mmapAnonymous(h.proc, PAGE);

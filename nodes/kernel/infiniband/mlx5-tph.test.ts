@@ -10,7 +10,6 @@ import { expectCode } from '../../../test/support/expect-errno.ts';
 import { Mlx5Mkey } from '../../fabric/mlx5-layout.ts';
 import {
   ibvAllocPd,
-  ibvCloseDevice,
   ibvDeregMr,
   type IbvMr,
   type IbvPd,
@@ -26,9 +25,7 @@ import {
   vfioDeviceFeatureDmaBuf,
   vfioDeviceFeatureDmaBufTph,
   vfioDeviceOpen,
-  vfioSettle,
 } from '../../uapi/vfio.ts';
-import { processExit } from '../../uapi/process.ts';
 import {
   type PciTphCap,
   PciTphLoc,
@@ -38,17 +35,9 @@ import {
   pciTphStEntry,
   pcieTphSetStEntry,
 } from '../pci/tph.ts';
-import type { VfioPciCoreDevice } from '../vfio/vfio-pci-core.ts';
-import { vfioPciProbe, vfioPciRemove } from '../vfio/vfio-pci.ts';
-import {
-  ALL_ACCESS,
-  MS,
-  mockBuf,
-  type RdmaHost,
-  rdmaHost,
-  rdmaTeardown,
-  START_MS,
-} from './fixtures/rdma-host.ts';
+import { vfioPciProbe } from '../vfio/vfio-pci.ts';
+import { ALL_ACCESS, MS, mockBuf, type RdmaHost, rdmaHost, START_MS } from './fixtures/rdma-host.ts';
+import { trackRdmaHost, trackVfio, vfioRdmaTeardown } from './fixtures/vfio-rdma.ts';
 import { type Mlx5Options, mlx5Remove } from './mlx5/mlx5-ib.ts';
 import { mlx5MkeyTph } from './mlx5/mlx5-mr.ts';
 
@@ -63,25 +52,7 @@ const capDs = (o: Partial<PciTphCap> = {}): PciTphCap => ({
   ...o,
 });
 
-const vdevs: VfioPciCoreDevice[] = [];
-const rhosts: RdmaHost[] = [];
-
-afterEach(async () => {
-  for (const h of rhosts.splice(0)) {
-    for (const c of h.ctxs)
-      await withDeadline(ibvCloseDevice(c), START_MS, 'teardown: close').catch(() => {});
-    await processExit(h.proc);
-    await withDeadline(vfioSettle(h.proc), MS, 'teardown: vfio close');
-  }
-  for (const v of vdevs.splice(0)) {
-    try {
-      await withDeadline(vfioPciRemove(v), START_MS, 'teardown: vfio remove');
-    } finally {
-      await v.host.worker.terminate();
-    }
-  }
-  await rdmaTeardown();
-});
+afterEach(vfioRdmaTeardown);
 
 interface TphHost {
   h: RdmaHost;
@@ -102,9 +73,9 @@ async function tphHost(
   completer: PciTphCompleter = PciTphCompleter.TPH_ONLY,
 ): Promise<TphHost> {
   const h = await rdmaHost({ nic });
-  rhosts.push(h);
+  trackRdmaHost(h);
   const vdev = vfioPciProbe(h.kernel, 'vfio0', { bars: [{ size: BAR }], tphCompleter: completer });
-  vdevs.push(vdev);
+  trackVfio(vdev);
   const devFd = vfioDeviceOpen(h.proc, 'vfio0');
   const pd = ibvAllocPd(h.ctxs[0]);
   const t: TphHost = {
