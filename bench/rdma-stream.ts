@@ -92,8 +92,17 @@ export function stream(
   }
 }
 
-/** ib_write_bw: GB/s (10^9 bytes/s) of `size`-byte WRITEs made by `wr`, streamed for about `budgetMs`. */
-export function writeBwGBps(qp: IbvQp, cq: IbvCq, size: number, budgetMs: number, wr: WrMaker): number {
+/**
+ * ib_write_bw: GB/s (10^9 bytes/s) of `size`-byte WRITEs made by `wr`, streamed for about
+ * `budgetMs`, and how many WRs were timed.
+ */
+export function writeBw(
+  qp: IbvQp,
+  cq: IbvCq,
+  size: number,
+  budgetMs: number,
+  wr: WrMaker,
+): { gbps: number; wrs: number } {
   // 32 MiB in flight (4 to 256 WRs), as perftest's tx depth keeps the link busy.
   const depth = Math.max(4, Math.min(256, (32 << 20) / size));
   stream(qp, cq, 8, depth, 4, 4, wr); // warm-up
@@ -106,13 +115,15 @@ export function writeBwGBps(qp: IbvQp, cq: IbvCq, size: number, budgetMs: number
     total += n;
     t = performance.now();
   } while (t - t0 < budgetMs);
-  return (size * total) / ((t - t0) / 1000) / 1e9;
+  return { gbps: (size * total) / ((t - t0) / 1000) / 1e9, wrs: total };
 }
 
 /** A median over the samples a loop managed to take. */
 export interface Sampled {
   value: number;
   samples: number;
+  /** Every sample, ascending, microseconds (latency loops only). */
+  sortedUs?: Float64Array;
 }
 
 /**
@@ -153,7 +164,7 @@ export function writeLatUs(
   let n = 0;
   while (n < o.iters && (n === 0 || performance.now() - t1 < o.maxMs)) lat[n++] = once();
   const done = lat.subarray(0, n).sort();
-  return { value: done[n >> 1] * 1000, samples: n };
+  return { value: done[n >> 1] * 1000, samples: n, sortedUs: done.map((x) => x * 1000) };
 }
 
 /**

@@ -39,6 +39,17 @@ describe('bench rdma', () => {
     const lr = r.latency.rounds.map(([pp, w]) => w / pp).sort((x, y) => x - y);
     expect(lr.length % 2).toBe(1);
     expect(r.latency.writeRatio).toBe(lr[lr.length >> 1]);
+    // perftest's LAT columns cover every WRITE sample of the rounds
+    const t = r.latency.writeStats;
+    expect(t.iterations).toBe(r.latency.writeSamples);
+    expect(t.min).toBeLessThanOrEqual(t.typical);
+    expect(t.typical).toBeLessThanOrEqual(t.p99);
+    expect(t.p99).toBeLessThanOrEqual(t.p999);
+    expect(t.p999).toBeLessThanOrEqual(t.max);
+    for (const rt of r.routes) for (const b of rt.bandwidth) expect(b.wrs).toBeGreaterThan(0);
+    expect(format(r)).toMatch(
+      /#bytes +#iterations +BW peak\[Gb\/sec\] +BW average\[Gb\/sec\] +MsgRate\[Mpps\]/,
+    );
     expect(r.msgRate.perSec).toBeGreaterThan(0);
     expect(r.modelled.map((m) => m.route)).toEqual(['p2p-bus-addr', 'host-bridge-iommu']);
     for (const m of r.modelled) {

@@ -25,7 +25,7 @@ import {
 } from './rdma-gpu.ts';
 import { modelGpuNicGpu, type RouteModel } from './rdma-model.ts';
 import { PingPong, RawCopyWorker, rawSetGBps } from './rdma-raw.ts';
-import { msgRatePerSec, rdmaWrite, writeBwGBps, writeLatUs } from './rdma-stream.ts';
+import { msgRatePerSec, rdmaWrite, writeBw, writeLatUs } from './rdma-stream.ts';
 import { machineLine } from './stats.ts';
 
 export const description =
@@ -61,6 +61,8 @@ export interface BwRow {
   ratioMax: number;
   /** Every round: [raw GB/s, RDMA GB/s, raw GB/s of the copy worker]. */
   rounds: [number, number, number][];
+  /** WRITEs timed over all rounds (perftest's #iterations). */
+  wrs: number;
   /**
    * GB/s of the same `set` done by a worker while this thread spins (the two-thread shape of the
    * RDMA stream, no emulator), median over the rounds, and the median of RDMA / that per round.
@@ -104,6 +106,8 @@ export interface RdmaBenchResult {
     writeRatioMax: number;
     /** Every round: [ping-pong RTT, WRITE, inline WRITE] medians, µs. */
     rounds: [number, number, number][];
+    /** perftest's LAT columns over every WRITE sample of all rounds, µs. */
+    writeStats: LatStats;
     writeGoalMet: boolean;
     inlineGoalMet: boolean;
   };
@@ -114,6 +118,42 @@ export interface RdmaBenchResult {
 function routeHead(rig: GpuRdmaRig): Omit<RouteResult, 'bandwidth'> {
   const { id, file, label } = rig.route;
   return { id, file, label, mapping: rig.mapping };
+}
+
+/** perftest ib_write_lat's columns, microseconds. */
+export interface LatStats {
+  iterations: number;
+  min: number;
+  max: number;
+  typical: number;
+  avg: number;
+  stdev: number;
+  p99: number;
+  p999: number;
+}
+
+function latStats(parts: readonly Float64Array[]): LatStats {
+  const n = parts.reduce((a, p) => a + p.length, 0);
+  const xs = new Float64Array(n);
+  let at = 0;
+  for (const p of parts) {
+    xs.set(p, at);
+    at += p.length;
+  }
+  xs.sort();
+  const avg = xs.reduce((a, x) => a + x, 0) / n;
+  const stdev = Math.sqrt(xs.reduce((a, x) => a + (x - avg) ** 2, 0) / n);
+  const q = (f: number) => xs[Math.min(n - 1, Math.ceil(f * n) - 1)];
+  return {
+    iterations: n,
+    min: xs[0],
+    max: xs[n - 1],
+    typical: xs[n >> 1],
+    avg,
+    stdev,
+    p99: q(0.99),
+    p999: q(0.999),
+  };
 }
 
 /** Rounds of the latency measurement (odd), each a ping-pong slice and two latency slices. */
@@ -138,6 +178,7 @@ async function latencyRounds(rig: GpuRdmaRig, budgetMs: number): Promise<RdmaBen
     pp.rttUs(2_000, cap);
     const nap = new Int32Array(new SharedArrayBuffer(4));
     const rounds: [number, number, number][] = [];
+    const all: Float64Array[] = [];
     let ppN = 0;
     let wN = 0;
     let iN = 0;
@@ -148,6 +189,7 @@ async function latencyRounds(rig: GpuRdmaRig, budgetMs: number): Promise<RdmaBen
       const w = writeLatUs(rig.qp, rig.cq, w8, lat);
       const i = writeLatUs(rig.qp, rig.cq, inl, lat);
       rounds.push([p.us, w.value, i.value]);
+      if (w.sortedUs) all.push(w.sortedUs);
       ppN += p.samples;
       wN += w.samples;
       iN += i.samples;
@@ -168,6 +210,7 @@ async function latencyRounds(rig: GpuRdmaRig, budgetMs: number): Promise<RdmaBen
       writeRatioMin: Math.min(...wr),
       writeRatioMax: Math.max(...wr),
       rounds,
+      writeStats: latStats(all),
       writeGoalMet: writeRatio <= RDMA_GOALS.latRatio,
       inlineGoalMet: inlineRatio <= RDMA_GOALS.latRatio,
     };
@@ -210,7 +253,7 @@ async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetM
   for (const size of SIZES) {
     rawSetGBps(rig.raw.src.subarray(0, size), rig.raw.dst.subarray(0, size), budgetMs / 3);
     copier.gbps(size, budgetMs / 3);
-    writeBwGBps(rig.qp, rig.cq, size, budgetMs, rdmaWrite(size, rig.src, rig.dst));
+    writeBw(rig.qp, rig.cq, size, budgetMs, rdmaWrite(size, rig.src, rig.dst));
   }
   for (const size of SIZES) {
     await rig.poison(size);
@@ -218,9 +261,14 @@ async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetM
     const dst = rig.raw.dst.subarray(0, size);
     const wr = rdmaWrite(size, rig.src, rig.dst);
     const rounds: [number, number, number][] = [];
+    let wrs = 0;
     const measure = [
       () => rawSetGBps(src, dst, slice),
-      () => writeBwGBps(rig.qp, rig.cq, size, slice, wr),
+      () => {
+        const b = writeBw(rig.qp, rig.cq, size, slice, wr);
+        wrs += b.wrs;
+        return b.gbps;
+      },
       () => copier.gbps(size, slice),
     ];
     for (let i = 0; i < BW_ROUNDS; i++) {
@@ -243,6 +291,7 @@ async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetM
       ratioMin: Math.min(...ratios),
       ratioMax: Math.max(...ratios),
       rounds,
+      wrs,
       workerRawGBps: median(rounds.map((r) => r[2])),
       ratioToWorker: median(rounds.map(([, rdma, w]) => rdma / w)),
       goalMet: ratio >= RDMA_GOALS.bwRatio,
@@ -313,6 +362,37 @@ export async function run(opts: { iterations?: number }): Promise<RdmaBenchResul
 const sizeName = (n: number) => (n >= 1 << 20 ? `${n >> 20} MiB` : `${n >> 10} KiB`);
 const mark = (met: boolean) => (met ? 'met' : 'MISSED');
 
+/**
+ * The same measurements in perftest's own tables (--report_gbits), so a perftest user's parser
+ * and eye carry over: BW peak is the best round, BW average the mean of the rounds; the LAT row
+ * covers every WRITE sample of all latency rounds.
+ */
+function perftestLines(r: RdmaBenchResult): string[] {
+  const out = ['perftest format (ib_write_bw --report_gbits; peak: best round, average: mean of the rounds)'];
+  for (const rt of r.routes) {
+    out.push(
+      ` route ${rt.id}`,
+      ' #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]',
+    );
+    for (const b of rt.bandwidth) {
+      const gbs = b.rounds.map((x) => x[1]);
+      const avg = gbs.reduce((a, x) => a + x, 0) / gbs.length;
+      out.push(
+        ` ${String(b.size).padEnd(10)} ${String(b.wrs).padEnd(14)} ${(Math.max(...gbs) * 8).toFixed(2).padEnd(18)} ${(avg * 8).toFixed(2).padEnd(20)} ${((avg * 1e9) / b.size / 1e6).toFixed(6)}`,
+      );
+    }
+  }
+  const t = r.latency.writeStats;
+  const f = (x: number) => x.toFixed(2).padEnd(14);
+  out.push(
+    '',
+    `perftest format (ib_write_lat, route ${r.latency.route}, 8-byte WRITE GPU MR -> GPU MR; post to polled completion)`,
+    ' #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec]',
+    ` 8       ${String(t.iterations).padEnd(14)} ${f(t.min)} ${f(t.max)} ${f(t.typical)} ${f(t.avg)} ${f(t.stdev)} ${f(t.p99)}         ${t.p999.toFixed(2)}`,
+  );
+  return out;
+}
+
 export function format(r: RdmaBenchResult): string {
   const g = r.goals;
   const lines = [
@@ -351,6 +431,8 @@ export function format(r: RdmaBenchResult): string {
     '',
     `message rate (route ${m.route}; goal >= ${g.msgRate / 1e6} M msg/s)`,
     `  ${m.size}-byte WRITEs, ${m.batch} per doorbell, ${m.messages} messages: ${(m.perSec / 1e6).toFixed(2)} M msg/s  ${mark(m.goalMet)}`,
+    '',
+    ...perftestLines(r),
     '',
     'MODELLED HARDWARE (topology timing model, not measured; compare with the figures above only as two clocks)',
   );
