@@ -146,31 +146,7 @@ export class MkeyEngine {
     qpn: number,
     requester: boolean,
   ): Xfer {
-    const di = mlx5KeyIndex(dk);
-    const h = this.hca;
-    const d = this.d;
-    let r: Xfer = Xfer.OK;
-    for (let done = 0; done < len && r === Xfer.OK; ) {
-      const n = Math.min(kChunk, len - done);
-      Atomics.store(h, Mlx5Ctl.ACTIVE, mlx5ActiveWord(-1, di, this.seq++));
-      r = this.usable(di, dk, qpn, dIova + done, n, requester, true);
-      if (r === Xfer.OK) this.dma.tph = this.tphOf(di);
-      for (let o = 0; r === Xfer.OK && o < n; ) {
-        if (!this.runAt(di, dIova + done + o, d)) r = Xfer.DST_ERR;
-        else {
-          const m = Math.min(d.left, n - o);
-          const st = d.bus
-            ? dmaWriteBus(this.dma, d.addr, buf, off + done + o, m)
-            : dmaWrite(this.dma, d.addr, buf, off + done + o, m);
-          if (st !== 0) r = Xfer.DMA_ERR;
-          o += m;
-        }
-      }
-      this.dma.tph = 0;
-      Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
-      done += n;
-    }
-    return r;
+    return this.mrBytes(true, dk, dIova, buf, off, len, qpn, requester);
   }
 
   /** Read `len` bytes of key `sk` at `sIova` into `buf` at `off` (wire send, READ response). */
@@ -183,24 +159,43 @@ export class MkeyEngine {
     qpn: number,
     requester: boolean,
   ): Xfer {
-    const si = mlx5KeyIndex(sk);
+    return this.mrBytes(false, sk, sIova, buf, off, len, qpn, requester);
+  }
+
+  // One side of a transfer between an mkey and a device-local buffer: into the mkey (`write`,
+  // reported as the destination) or out of it (the source).
+  private mrBytes(
+    write: boolean,
+    key: number,
+    iova: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    qpn: number,
+    requester: boolean,
+  ): Xfer {
+    const idx = mlx5KeyIndex(key);
     const h = this.hca;
-    const s = this.s;
+    const p = write ? this.d : this.s;
     let r: Xfer = Xfer.OK;
     for (let done = 0; done < len && r === Xfer.OK; ) {
       const n = Math.min(kChunk, len - done);
-      Atomics.store(h, Mlx5Ctl.ACTIVE, mlx5ActiveWord(si, -1, this.seq++));
-      r = this.usable(si, sk, qpn, sIova + done, n, requester, false);
-      if (r === Xfer.DST_FAULT) r = Xfer.SRC_FAULT;
-      else if (r === Xfer.DST_ERR) r = Xfer.SRC_ERR;
-      if (r === Xfer.OK) this.dma.tph = this.tphOf(si);
+      const seq = this.seq++;
+      Atomics.store(h, Mlx5Ctl.ACTIVE, write ? mlx5ActiveWord(-1, idx, seq) : mlx5ActiveWord(idx, -1, seq));
+      r = this.usable(idx, key, qpn, iova + done, n, requester, write);
+      if (r === Xfer.OK) this.dma.tph = this.tphOf(idx);
       for (let o = 0; r === Xfer.OK && o < n; ) {
-        if (!this.runAt(si, sIova + done + o, s)) r = Xfer.SRC_ERR;
+        if (!this.runAt(idx, iova + done + o, p)) r = write ? Xfer.DST_ERR : Xfer.SRC_ERR;
         else {
-          const m = Math.min(s.left, n - o);
-          const st = s.bus
-            ? dmaReadBus(this.dma, s.addr, m, buf, off + done + o)
-            : dmaRead(this.dma, s.addr, m, buf, off + done + o);
+          const m = Math.min(p.left, n - o);
+          const at = off + done + o;
+          const st = write
+            ? p.bus
+              ? dmaWriteBus(this.dma, p.addr, buf, at, m)
+              : dmaWrite(this.dma, p.addr, buf, at, m)
+            : p.bus
+              ? dmaReadBus(this.dma, p.addr, m, buf, at)
+              : dmaRead(this.dma, p.addr, m, buf, at);
           if (st !== 0) r = Xfer.DMA_ERR;
           o += m;
         }
