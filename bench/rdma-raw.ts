@@ -27,6 +27,17 @@ export function rawSetGBps(src: Uint8Array, dst: Uint8Array, budgetMs: number): 
   return (src.length * n) / ((t - t0) / 1000) / 1e9;
 }
 
+/** Wait for a worker told to stop to exit; terminate it if it has not within 5 s. */
+function joinWorker(w: ReturnType<typeof spawnWorker>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(() => void w.terminate().then(() => resolve()), 5_000);
+    w.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
 const PINGPONG_WORKER = new URL('./fixtures/pingpong-worker.ts', import.meta.url);
 
 /**
@@ -84,18 +95,7 @@ export class PingPong {
   async close(): Promise<void> {
     Atomics.store(this.ctl, PpCtl.CMD, -1);
     Atomics.notify(this.ctl, PpCtl.CMD);
-    await Promise.all(
-      this.workers.map(
-        (w) =>
-          new Promise<void>((resolve) => {
-            const t = setTimeout(() => void w.terminate().then(() => resolve()), 5_000);
-            w.once('exit', () => {
-              clearTimeout(t);
-              resolve();
-            });
-          }),
-      ),
-    );
+    await Promise.all(this.workers.map(joinWorker));
   }
 }
 
@@ -159,12 +159,6 @@ export class RawCopyWorker {
   async close(): Promise<void> {
     Atomics.store(this.ctl, CopyCtl.CMD, -1);
     Atomics.notify(this.ctl, CopyCtl.CMD);
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(() => void this.worker.terminate().then(() => resolve()), 5_000);
-      this.worker.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    await joinWorker(this.worker);
   }
 }
