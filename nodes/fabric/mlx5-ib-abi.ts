@@ -39,6 +39,19 @@ export const IbvWcOpcode = {
 export type IbvWcOpcode = (typeof IbvWcOpcode)[keyof typeof IbvWcOpcode];
 
 /** enum ibv_wc_status. */
+/** enum ibv_atomic_cap. */
+export const IbvAtomicCap = {
+  IBV_ATOMIC_NONE: 0,
+  /** Atomic with respect to other atomics through the same HCA (not to CPUs or other HCAs). */
+  IBV_ATOMIC_HCA: 1,
+  IBV_ATOMIC_GLOB: 2,
+} as const;
+
+/** True for IBV_WR_ATOMIC_CMP_AND_SWP and IBV_WR_ATOMIC_FETCH_AND_ADD. */
+export function ibvWrIsAtomic(op: number): boolean {
+  return op === IbvWrOpcode.IBV_WR_ATOMIC_CMP_AND_SWP || op === IbvWrOpcode.IBV_WR_ATOMIC_FETCH_AND_ADD;
+}
+
 export const IbvWcStatus = {
   IBV_WC_SUCCESS: 0,
   IBV_WC_LOC_LEN_ERR: 1,

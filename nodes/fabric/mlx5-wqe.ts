@@ -45,6 +45,21 @@ export const MLX5_MAX_INLINE = 24;
 /** SGEs per WQE the emulated HCA supports (max_send_sge / max_recv_sge). */
 export const MLX5_MAX_SGE = 1;
 
+/**
+ * The operands of an atomic send WQE (IBV_WR_ATOMIC_CMP_AND_SWP / _FETCH_AND_ADD), in the words
+ * IMM, NSGE and the two after SGE_LKEY: an atomic always has exactly one 8-byte SGE (the local
+ * buffer the original value is returned into), so its NSGE word is free. Each operand is a u64
+ * as two u32 words, low first. FETCH_AND_ADD uses COMPARE_ADD only.
+ */
+export const AtomicWqe = {
+  COMPARE_ADD_LO: 7,
+  COMPARE_ADD_HI: 8,
+  SWAP_LO: 13,
+  SWAP_HI: 14,
+} as const;
+/** Bytes an atomic operates on (and returns into its local SGE). */
+export const ATOMIC_BYTES = 8;
+
 /** Receive WQE (RQ slot). */
 export const RecvWqe = {
   WRID_LO: 0,

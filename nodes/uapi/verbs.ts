@@ -23,9 +23,18 @@
  */
 import { err } from '../../common/errno.ts';
 import { doorbellRead, doorbellRing } from '../fabric/doorbell.ts';
-import { IbvQpState, IbvSendFlags, IbvWcOpcode, IbvWcStatus, IbvWrOpcode } from '../fabric/mlx5-ib-abi.ts';
+import {
+  IbvQpState,
+  IbvSendFlags,
+  IbvWcOpcode,
+  IbvWcStatus,
+  IbvWrOpcode,
+  ibvWrIsAtomic,
+} from '../fabric/mlx5-ib-abi.ts';
 import { hcaCqBase, Mlx5CqCtx, Mlx5Ctl } from '../fabric/mlx5-layout.ts';
 import {
+  ATOMIC_BYTES,
+  AtomicWqe,
   type IbvWc,
   MLX5_MAX_INLINE,
   RecvWqe,
@@ -141,7 +150,16 @@ export interface IbvSendWr {
   send_flags?: number;
   sg_list?: IbvSge[];
   imm_data?: number;
-  wr?: { rdma?: { remote_addr: number; rkey: number } };
+  wr?: {
+    rdma?: { remote_addr: number; rkey: number };
+    /**
+     * IBV_WR_ATOMIC_*: the u64 at remote_addr (8-byte aligned) is compared with compare_add and
+     * replaced by swap if equal (CMP_AND_SWP), or has compare_add added (FETCH_AND_ADD); its
+     * original value lands in sg_list[0] (exactly one entry, 8 bytes, LOCAL_WRITE). Operands are
+     * u64: a bigint, or a safe integer; either is taken modulo 2^64 (so -1n adds 2^64 - 1).
+     */
+    atomic?: { remote_addr: number; compare_add: bigint | number; swap?: bigint | number; rkey: number };
+  };
 }
 /** struct ibv_recv_wr. */
 export interface IbvRecvWr {
@@ -482,7 +500,19 @@ const SEND_OPS = new Set<number>([
   IbvWrOpcode.IBV_WR_SEND,
   IbvWrOpcode.IBV_WR_SEND_WITH_IMM,
   IbvWrOpcode.IBV_WR_RDMA_READ,
+  IbvWrOpcode.IBV_WR_ATOMIC_CMP_AND_SWP,
+  IbvWrOpcode.IBV_WR_ATOMIC_FETCH_AND_ADD,
 ]);
+
+// A u64 operand of an atomic WR as its (lo, hi) u32 words, or null if it is no integer.
+function u64Words(v: unknown): [number, number] | null {
+  let b: bigint;
+  if (typeof v === 'bigint') b = v;
+  else if (typeof v === 'number' && Number.isSafeInteger(v)) b = BigInt(v);
+  else return null;
+  const u = BigInt.asUintN(64, b);
+  return [Number(u & 0xffffffffn), Number(u >> 32n)];
+}
 
 /**
  * ibv_post_send: write the WQEs, ring the doorbell once. The QP must be in RTS (or ERR, where
@@ -507,7 +537,9 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
       const flags = wr.send_flags ?? 0;
       const sge = checkSge(fn, i, wr.sg_list, qp.qp.cap.max_send_sge);
       const inline =
-        (flags & IbvSendFlags.IBV_SEND_INLINE) !== 0 && wr.opcode !== IbvWrOpcode.IBV_WR_RDMA_READ;
+        (flags & IbvSendFlags.IBV_SEND_INLINE) !== 0 &&
+        wr.opcode !== IbvWrOpcode.IBV_WR_RDMA_READ &&
+        !ibvWrIsAtomic(wr.opcode);
       let data: Uint8Array | null = null;
       if (inline && sge !== null) {
         if (sge.length > qp.qp.cap.max_inline_data)
@@ -516,7 +548,20 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
         if (!m) throw Object.assign(err('EFAULT', `${fn}: wr[${i}] inline data is not mapped`), { badWr: i });
         data = m.bytes.subarray(sge.addr - m.va, sge.addr - m.va + sge.length);
       }
-      const rdma = wr.wr?.rdma;
+      const atomic = ibvWrIsAtomic(wr.opcode) ? wr.wr?.atomic : undefined;
+      let operands: [number, number, number, number] | null = null;
+      if (ibvWrIsAtomic(wr.opcode)) {
+        if (!atomic || !Number.isSafeInteger(atomic.remote_addr) || !Number.isInteger(atomic.rkey))
+          throw postErr(fn, i, '.wr.atomic (remote_addr, rkey) missing');
+        if (sge === null)
+          throw postErr(fn, i, `: an atomic needs one sg_list entry (its ${ATOMIC_BYTES}-byte result)`);
+        const cmp = u64Words(atomic.compare_add);
+        const swp = u64Words(atomic.swap ?? 0);
+        if (cmp === null) throw postErr(fn, i, '.wr.atomic.compare_add is not an integer');
+        if (swp === null) throw postErr(fn, i, '.wr.atomic.swap is not an integer');
+        operands = [cmp[0], cmp[1], swp[0], swp[1]];
+      }
+      const rdma = atomic ?? wr.wr?.rdma;
       const needsRemote =
         wr.opcode <= IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM || wr.opcode === IbvWrOpcode.IBV_WR_RDMA_READ;
       if (needsRemote && (!rdma || !Number.isSafeInteger(rdma.remote_addr) || !Number.isInteger(rdma.rkey))) {
@@ -544,6 +589,13 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
         ringPutU64(w, s + SendWqe.SGE_ADDR_LO, sge.addr);
         w[s + SendWqe.SGE_LEN] = sge.length | 0;
         w[s + SendWqe.SGE_LKEY] = sge.lkey | 0;
+      }
+      if (operands !== null) {
+        // after the SGE words: COMPARE_ADD_HI takes the NSGE word (fabric/mlx5-wqe.ts AtomicWqe).
+        w[s + AtomicWqe.COMPARE_ADD_LO] = operands[0] | 0;
+        w[s + AtomicWqe.COMPARE_ADD_HI] = operands[1] | 0;
+        w[s + AtomicWqe.SWAP_LO] = operands[2] | 0;
+        w[s + AtomicWqe.SWAP_HI] = operands[3] | 0;
       }
       sq.commit();
       posted++;

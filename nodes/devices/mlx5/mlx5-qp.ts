@@ -22,6 +22,9 @@ import { RingProducer } from '../../fabric/ring.ts';
 import { ringCheck, ringGetU64 } from '../../fabric/ring-layout.ts';
 import type { WireLink } from '../../fabric/wire.ts';
 
+/** Atomic responses a wire responder keeps for duplicates (>= max_qp_rd_atom). */
+export const ATOMIC_SAVED = 16;
+
 /** QP attributes as MODIFY_QP delivers them (the kernel keeps the full set and sends it all). */
 export interface QpAttrs {
   state: number;
@@ -188,6 +191,20 @@ export class QpHw {
   readonly wqeLastPsn: Float64Array;
   /** Response bytes received for an outstanding READ. */
   readonly wqeReadGot: Float64Array;
+  /**
+   * Loopback requester: the SQ position whose atomic already ran at the responder, and the
+   * original value it returned (lo, hi), kept until the value is in the local buffer so a retry
+   * after a local fault does not run the atomic twice. -1: none.
+   */
+  atomicPos = -1;
+  readonly atomicOrig = new Uint32Array(2);
+  /**
+   * Wire responder: the last ATOMIC_SAVED atomic responses by request PSN (slot psn & mask), so a
+   * duplicate atomic request is answered with the saved value instead of running again (IBA
+   * 9.4.5: the responder keeps as many as max_dest_rd_atomic). PSN -1: empty.
+   */
+  readonly atomicRespPsn = new Float64Array(ATOMIC_SAVED).fill(-1);
+  readonly atomicRespVal = new Uint32Array(2 * ATOMIC_SAVED);
   // responder
   rqTail = 0;
   epsn = 0;
@@ -263,6 +280,7 @@ export class QpHw {
     this.recvBusy = false;
     this.outReads = 0;
     this.pendingErr = -1;
+    this.atomicPos = -1;
   }
 
   /**
@@ -359,6 +377,8 @@ export class QpHw {
     this.recvBusy = false;
     this.ackPending = -1;
     this.pendingErr = -1;
+    this.atomicPos = -1;
+    this.atomicRespPsn.fill(-1);
     this.peer = null;
   }
 }

@@ -30,18 +30,27 @@ import {
   IbvWrOpcode,
   ibAckTimeoutMs,
   ibRnrTimerMs,
+  ibvWrIsAtomic,
 } from '../../fabric/mlx5-ib-abi.ts';
 import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
-import { MLX5_MAX_INLINE, SEND_WQE_INLINE, SendWqe } from '../../fabric/mlx5-wqe.ts';
+import { ATOMIC_BYTES, AtomicWqe, MLX5_MAX_INLINE, SEND_WQE_INLINE, SendWqe } from '../../fabric/mlx5-wqe.ts';
 import { ringGetU64 } from '../../fabric/ring-layout.ts';
-import type { MkeyEngine } from './mlx5-mkey.ts';
+import { type MkeyEngine, Xfer } from './mlx5-mkey.ts';
 import type { QpHw } from './mlx5-qp.ts';
-import { type LocalReq, Resp, respondLocal } from './mlx5-responder.ts';
+import { atomicCheck, atomicExecute, atomicResultBytes } from './mlx5-atomic.ts';
+import {
+  type LocalReq,
+  newLocalReq,
+  Resp,
+  respFatal,
+  respondLocal,
+  responderReady,
+} from './mlx5-responder.ts';
 
 /** How long a stalled requester waits before re-checking its faulting MR without a doorbell. */
 const STALL_RECHECK_MS = 2;
 
-const req: LocalReq = { op: 0, raddr: 0, rkey: 0, imm: 0, len: 0, lkey: 0, laddr: 0, inline: null };
+const req: LocalReq = newLocalReq();
 const inlineBuf = new Uint8Array(MLX5_MAX_INLINE);
 const inlineWords = new Int32Array(inlineBuf.buffer);
 
@@ -58,8 +67,24 @@ export function decodeSend(eng: MkeyEngine, qp: QpHw, base: number, out: LocalRe
   out.inline = null;
   const flags = w[base + SendWqe.FLAGS];
   const nsge = w[base + SendWqe.NSGE];
+  if (ibvWrIsAtomic(out.op)) {
+    // one 8-byte SGE, implied (its NSGE word carries an operand: fabric/mlx5-wqe.ts AtomicWqe).
+    out.imm = 0;
+    out.cmpLo = w[base + AtomicWqe.COMPARE_ADD_LO] >>> 0;
+    out.cmpHi = w[base + AtomicWqe.COMPARE_ADD_HI] >>> 0;
+    out.swpLo = w[base + AtomicWqe.SWAP_LO] >>> 0;
+    out.swpHi = w[base + AtomicWqe.SWAP_HI] >>> 0;
+    out.len = w[base + SendWqe.SGE_LEN] >>> 0;
+    out.lkey = w[base + SendWqe.SGE_LKEY];
+    out.laddr = ringGetU64(w, base + SendWqe.SGE_ADDR_LO);
+    if (out.len !== ATOMIC_BYTES) return IbvWcStatus.IBV_WC_LOC_LEN_ERR;
+    // the original value is written into the local buffer.
+    if (!eng.check(out.lkey, qp.pd, out.laddr, ATOMIC_BYTES, IbvAccess.IBV_ACCESS_LOCAL_WRITE))
+      return IbvWcStatus.IBV_WC_LOC_PROT_ERR;
+    return IbvWcStatus.IBV_WC_SUCCESS;
+  }
   if (out.op < IbvWrOpcode.IBV_WR_RDMA_WRITE || out.op > IbvWrOpcode.IBV_WR_RDMA_READ) {
-    return IbvWcStatus.IBV_WC_LOC_QP_OP_ERR; // atomics and unknown opcodes: not supported
+    return IbvWcStatus.IBV_WC_LOC_QP_OP_ERR; // unknown opcodes
   }
   if ((flags & IbvSendFlags.IBV_SEND_INLINE) !== 0 && out.op !== IbvWrOpcode.IBV_WR_RDMA_READ) {
     if (nsge < 0 || nsge > MLX5_MAX_INLINE) return IbvWcStatus.IBV_WC_LOC_LEN_ERR;
@@ -85,6 +110,35 @@ export function decodeSend(eng: MkeyEngine, qp: QpHw, base: number, out: LocalRe
   if (out.len > 0 && !eng.check(out.lkey, qp.pd, out.laddr, out.len, need))
     return IbvWcStatus.IBV_WC_LOC_PROT_ERR;
   return IbvWcStatus.IBV_WC_SUCCESS;
+}
+
+/**
+ * An atomic of requester QP `rq` (its WQE at sqTail, decoded in `req`) at responder QP `qp` of
+ * the same HCA: checks and the read-modify-write (mlx5-atomic.ts), then the original value into
+ * the requester's local buffer. The atomic runs once per WQE: a local fault after it keeps the
+ * value in rq.atomicOrig for the retry (a responder's saved atomic response, IBA 9.4.5).
+ */
+function respondAtomic(eng: MkeyEngine, rq: QpHw, req: LocalReq, qp: QpHw | undefined): Resp {
+  if (!responderReady(qp)) return Resp.DROP;
+  if (rq.atomicPos !== rq.sqTail) {
+    const c = atomicCheck(eng, qp, req.raddr, req.rkey);
+    if (c !== Resp.ACK) return respFatal(qp, c);
+    const r = atomicExecute(eng, qp.qpn, req.rkey, req.raddr, req, rq.atomicOrig);
+    if (r !== Resp.ACK) return r === Resp.RNR ? r : respFatal(qp, r);
+    rq.atomicPos = rq.sqTail;
+  }
+  const x = eng.bytesToMr(
+    atomicResultBytes(rq.atomicOrig),
+    0,
+    req.lkey,
+    req.laddr,
+    ATOMIC_BYTES,
+    rq.qpn,
+    true,
+  );
+  if (x === Xfer.DST_FAULT) return Resp.LOCAL_FAULT;
+  rq.atomicPos = -1;
+  return x === Xfer.OK ? Resp.ACK : Resp.LOCAL_ERR;
 }
 
 /** Complete the WQE at sqTail with an error and enter the error state. */
@@ -130,12 +184,13 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
       n++;
       break;
     }
-    const r = respondLocal(eng, qp.qpn, req, peer);
+    const atomic = ibvWrIsAtomic(req.op);
+    const r = atomic ? respondAtomic(eng, qp, req, peer) : respondLocal(eng, qp.qpn, req, peer);
     if (r === Resp.ACK) {
       qp.completeSend(
         base,
         IbvWcStatus.IBV_WC_SUCCESS,
-        req.op === IbvWrOpcode.IBV_WR_RDMA_READ ? req.len : 0,
+        atomic || req.op === IbvWrOpcode.IBV_WR_RDMA_READ ? req.len : 0,
       );
       qp.rnrCount = 0;
       qp.retryCount = 0;

@@ -147,6 +147,29 @@ export interface LocalReq {
   lkey: number;
   laddr: number;
   inline: Uint8Array | null;
+  /** Atomics: the u64 operands as u32 halves (mlx5-atomic.ts AtomicOperands). */
+  cmpLo: number;
+  cmpHi: number;
+  swpLo: number;
+  swpHi: number;
+}
+
+/** A zeroed LocalReq (each requester keeps one and decodes into it). */
+export function newLocalReq(): LocalReq {
+  return {
+    op: 0,
+    raddr: 0,
+    rkey: 0,
+    imm: 0,
+    len: 0,
+    lkey: 0,
+    laddr: 0,
+    inline: null,
+    cmpLo: 0,
+    cmpHi: 0,
+    swpLo: 0,
+    swpHi: 0,
+  };
 }
 
 /**

@@ -1,8 +1,10 @@
 /**
  * RC over a wire (fabric/wire.ts), requester half: a QP whose peer sits on another NIC sends
  * its messages as segments of at most link.maxPayload bytes, one PSN each (RDMA READ: one
- * request, one response PSN per segment), keeps every WQE in the SQ until its last segment is
- * acknowledged (or its READ data is placed), completes in order, goes back to a NAKed PSN after
+ * request, one response PSN per segment; an atomic: one request, one ATOMIC_RESP with the
+ * original value), keeps every WQE in the SQ until its last segment is acknowledged (or its
+ * READ data or atomic result is placed; READs and atomics in flight together are limited to
+ * max_rd_atomic), completes in order, goes back to a NAKed PSN after
  * an RNR NAK (rnr_retry times, 7 = forever: else IBV_WC_RNR_RETRY_EXC_ERR), and on its local ACK
  * timeout goes back to the oldest unacknowledged PSN, retry_cnt times at most
  * (IBV_WC_RETRY_EXC_ERR): that is also how a dead peer NIC shows up. The responder half and the
@@ -18,19 +20,30 @@ import {
   IbvWrOpcode,
   ibAckTimeoutMs,
   ibRnrTimerMs,
+  ibvWrIsAtomic,
 } from '../../fabric/mlx5-ib-abi.ts';
 import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
-import { SendWqe } from '../../fabric/mlx5-wqe.ts';
+import { ATOMIC_BYTES, SendWqe } from '../../fabric/mlx5-wqe.ts';
 import { ringGetU64, ringPutU64 } from '../../fabric/ring-layout.ts';
-import { WIRE_FIRST, WIRE_LAST, WireNak, WireOp, WirePkt } from '../../fabric/wire.ts';
+import {
+  WIRE_FIRST,
+  WIRE_LAST,
+  WireAtomicReq,
+  WireAtomicResp,
+  WireNak,
+  WireOp,
+  WirePkt,
+} from '../../fabric/wire.ts';
+import { atomicResultBytes } from './mlx5-atomic.ts';
 import { type MkeyEngine, Xfer } from './mlx5-mkey.ts';
 import type { QpHw } from './mlx5-qp.ts';
 import { decodeSend, failTail } from './mlx5-requester.ts';
-import type { LocalReq } from './mlx5-responder.ts';
+import { type LocalReq, newLocalReq } from './mlx5-responder.ts';
 
 export type Link = NonNullable<QpHw['peer']> & { kind: 'wire' };
 const STALL_RECHECK_MS = 2;
-const req: LocalReq = { op: 0, raddr: 0, rkey: 0, imm: 0, len: 0, lkey: 0, laddr: 0, inline: null };
+const req: LocalReq = newLocalReq();
+const origWords = new Uint32Array(2);
 
 const wireOpOf = [WireOp.WRITE, WireOp.WRITE_IMM, WireOp.SEND, WireOp.SEND_IMM];
 const nakStatus: number[] = [];
@@ -57,13 +70,16 @@ export function wireRequester(eng: MkeyEngine, qp: QpHw, l: Link, now: number): 
     }
     const slot = qp.sqNext & qp.sqMask;
     if (qp.sqNext === qp.sqTail && qp.segOff === 0) qp.lastProgress = now; // the ACK timer starts
-    if (req.op === IbvWrOpcode.IBV_WR_RDMA_READ) {
+    const atomic = ibvWrIsAtomic(req.op);
+    if (atomic || req.op === IbvWrOpcode.IBV_WR_RDMA_READ) {
+      // READs and atomics share max_rd_atomic: both wait for a response (IBA 9.4.4, 9.4.5).
       if (qp.outReads >= Math.max(1, qp.attrs.maxRdAtomic)) break;
       const s = link.txClaim(0);
       if (s < 0) break;
-      header(w, s, WireOp.READ_REQ, qp.npsn, WIRE_FIRST | WIRE_LAST, req, 0);
+      if (atomic) atomicHeader(w, s, qp.npsn, req);
+      else header(w, s, WireOp.READ_REQ, qp.npsn, WIRE_FIRST | WIRE_LAST, req, 0);
       link.txCommit();
-      const span = Math.max(1, Math.ceil(req.len / seg));
+      const span = atomic ? 1 : Math.max(1, Math.ceil(req.len / seg));
       qp.wqeFirstPsn[slot] = qp.npsn;
       qp.wqeLastPsn[slot] = qp.npsn + span - 1;
       qp.wqeReadGot[slot] = 0;
@@ -129,7 +145,25 @@ function header(
   w[s + WirePkt.SYNDROME] = 0;
 }
 
-/** Complete, in order, every WQE whose segments are acknowledged (or READ data placed). */
+/** An ATOMIC_REQ for the decoded atomic `r` (fabric/wire.ts WireAtomicReq). */
+function atomicHeader(w: Int32Array, s: number, psn: number, r: LocalReq): void {
+  header(w, s, WireOp.ATOMIC_REQ, psn, WIRE_FIRST | WIRE_LAST, r, 0);
+  w[s + WireAtomicReq.ATOMIC_OP] = r.op;
+  w[s + WireAtomicReq.COMPARE_ADD_LO] = r.cmpLo;
+  w[s + WireAtomicReq.COMPARE_ADD_HI] = r.cmpHi;
+  w[s + WireAtomicReq.SWAP_LO] = r.swpLo;
+  w[s + WireAtomicReq.SWAP_HI] = r.swpHi;
+}
+
+/**
+ * True for a WQE the responder answers with a response (RDMA READ, atomics): it is done when
+ * wqeReadGot is -1, not when its PSN is acknowledged, and it counts against max_rd_atomic.
+ */
+function answered(op: number): boolean {
+  return op === IbvWrOpcode.IBV_WR_RDMA_READ || ibvWrIsAtomic(op);
+}
+
+/** Complete, in order, every WQE whose segments are acknowledged (or response placed). */
 function retire(qp: QpHw): number {
   let n = 0;
   while (qp.sqTail !== qp.sqNext || qp.pendingErr === qp.sqTail) {
@@ -142,15 +176,22 @@ function retire(qp: QpHw): number {
       break;
     }
     const slot = qp.sqTail & qp.sqMask;
-    const read = qp.sq[base + SendWqe.OPCODE] === IbvWrOpcode.IBV_WR_RDMA_READ;
-    if (read ? qp.wqeReadGot[slot] >= 0 : qp.wqeLastPsn[slot] > qp.ackedPsn) break;
-    if (read) qp.outReads--;
+    const op = qp.sq[base + SendWqe.OPCODE];
+    const resp = answered(op);
+    if (resp ? qp.wqeReadGot[slot] >= 0 : qp.wqeLastPsn[slot] > qp.ackedPsn) break;
+    if (resp) qp.outReads--;
     n++;
     // a CQE the CQ has no room for is a CQ overrun: the QP is in ERR now, nothing more retires.
-    qp.completeSend(base, IbvWcStatus.IBV_WC_SUCCESS, read ? sgeLen(qp, base) : 0);
+    qp.completeSend(base, IbvWcStatus.IBV_WC_SUCCESS, resp ? byteLen(qp, base, op) : 0);
     if (qp.state === IbvQpState.IBV_QPS_ERR) break;
   }
   return n;
+}
+
+/** byte_len of a READ's or atomic's completion: the bytes placed in the local buffer. */
+function byteLen(qp: QpHw, base: number, op: number): number {
+  // an atomic's NSGE word carries an operand (AtomicWqe); its SGE is always ATOMIC_BYTES.
+  return ibvWrIsAtomic(op) ? ATOMIC_BYTES : sgeLen(qp, base);
 }
 
 /** Bytes of the send WQE at `base` (its one SGE, or none). */
@@ -172,19 +213,17 @@ function rewind(qp: QpHw, l: Link, psn: number): void {
   const p = posOfPsn(qp, psn);
   if (p < 0) return;
   const slot = p & qp.sqMask;
-  const read = qp.sq[qp.sqAt(p) + SendWqe.OPCODE] === IbvWrOpcode.IBV_WR_RDMA_READ;
+  // a READ or atomic is asked again as a whole (an atomic the responder already ran is
+  // answered from its saved response, not run again).
+  const resp = answered(qp.sq[qp.sqAt(p) + SendWqe.OPCODE]);
   const first = qp.wqeFirstPsn[slot];
   qp.sqNext = p;
-  if (read) qp.wqeReadGot[slot] = 0;
-  qp.segOff = read ? 0 : (Math.max(psn, first) - first) * l.link.maxPayload;
-  qp.npsn = read ? first : Math.max(psn, first);
+  if (resp) qp.wqeReadGot[slot] = 0;
+  qp.segOff = resp ? 0 : (Math.max(psn, first) - first) * l.link.maxPayload;
+  qp.npsn = resp ? first : Math.max(psn, first);
   let reads = 0;
   for (let q = qp.sqTail; q !== p; q = (q + 1) | 0) {
-    if (
-      qp.sq[qp.sqAt(q) + SendWqe.OPCODE] === IbvWrOpcode.IBV_WR_RDMA_READ &&
-      qp.wqeReadGot[q & qp.sqMask] >= 0
-    )
-      reads++;
+    if (answered(qp.sq[qp.sqAt(q) + SendWqe.OPCODE]) && qp.wqeReadGot[q & qp.sqMask] >= 0) reads++;
   }
   qp.outReads = reads;
 }
@@ -242,6 +281,8 @@ export function response(eng: MkeyEngine, qp: QpHw, l: Link, s: number, now: num
       qp.sqNext = p; // nothing after the failed WQE is sent; it is all flushed
       qp.segOff = 0;
     }
+  } else if (op === WireOp.ATOMIC_RESP) {
+    if (!atomicResponse(eng, qp, l, s, psn, now)) return false;
   } else if (!readResponse(eng, qp, l, s, psn, now)) return false;
   retire(qp);
   return true;
@@ -291,5 +332,45 @@ function readResponse(eng: MkeyEngine, qp: QpHw, l: Link, s: number, psn: number
   qp.wqeReadGot[slot] = got + len >= total ? -1 : got + len;
   qp.lastProgress = now;
   qp.retryCount = 0;
+  return true;
+}
+
+/**
+ * An ATOMIC_RESP: the original value into the atomic's local buffer. A duplicate (the WQE is
+ * done, or the PSN is not the one it asked with) is dropped. False: our MR is faulting, hold
+ * the packet and retry (as readResponse).
+ */
+function atomicResponse(eng: MkeyEngine, qp: QpHw, l: Link, s: number, psn: number, now: number): boolean {
+  const p = posOfPsn(qp, psn);
+  if (p < 0 || p === qp.sqNext) return true;
+  const base = qp.sqAt(p);
+  const slot = p & qp.sqMask;
+  if (!ibvWrIsAtomic(qp.sq[base + SendWqe.OPCODE]) || qp.wqeReadGot[slot] < 0) return true;
+  if (psn !== qp.wqeFirstPsn[slot]) return true;
+  const w = l.link.rxWords;
+  origWords[0] = w[s + WireAtomicResp.ORIG_LO];
+  origWords[1] = w[s + WireAtomicResp.ORIG_HI];
+  const x = eng.bytesToMr(
+    atomicResultBytes(origWords),
+    0,
+    qp.sq[base + SendWqe.SGE_LKEY],
+    ringGetU64(qp.sq, base + SendWqe.SGE_ADDR_LO),
+    ATOMIC_BYTES,
+    qp.qpn,
+    true,
+  );
+  if (x === Xfer.DST_FAULT) {
+    qp.stalled = true;
+    qp.stallIdx = eng.faultIdx;
+    return false;
+  }
+  if (x !== Xfer.OK) {
+    qp.pendingErr = p;
+    qp.pendingStatus = IbvWcStatus.IBV_WC_LOC_PROT_ERR;
+    return true;
+  }
+  qp.wqeReadGot[slot] = -1;
+  // the responder runs requests in PSN order: its response acknowledges every PSN up to this one.
+  if (psn > qp.ackedPsn) progress(qp, psn, now);
   return true;
 }

@@ -28,6 +28,8 @@ export interface IbDeviceAttr {
   max_mr: number;
   max_pd: number;
   max_qp_rd_atom: number;
+  /** IbvAtomicCap: the scope in which RDMA atomics are atomic. */
+  atomic_cap: number;
   max_inline_data: number;
   /** IBV_ODP_SUPPORT: dma-buf MRs may be registered unpinned (on demand). */
   odp: boolean;

@@ -4,7 +4,7 @@
  *
  * Thread: kernel.
  */
-import { IB_MAX_MSG_SZ, IbvMtu } from '../../../fabric/mlx5-ib-abi.ts';
+import { IB_MAX_MSG_SZ, IbvAtomicCap, IbvMtu } from '../../../fabric/mlx5-ib-abi.ts';
 import { MLX5_MAX_CQ, MLX5_MAX_MKEY, MLX5_MAX_QP } from '../../../fabric/mlx5-layout.ts';
 import { MLX5_MAX_INLINE, MLX5_MAX_SGE } from '../../../fabric/mlx5-wqe.ts';
 import type { IbDeviceOps, IbMr } from '../ib-core.ts';
@@ -33,6 +33,8 @@ export function mlx5IbOps(d: Mlx5Dev): IbDeviceOps {
       max_mr: MLX5_MAX_MKEY - 1,
       max_pd: 1 << 24,
       max_qp_rd_atom: 16,
+      // one worker executes every atomic of this HCA in turn (mlx5-atomic.ts).
+      atomic_cap: IbvAtomicCap.IBV_ATOMIC_HCA,
       max_inline_data: MLX5_MAX_INLINE,
       odp: d.odp,
     }),
