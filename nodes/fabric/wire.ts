@@ -46,15 +46,43 @@ export const WirePkt = {
 } as const;
 layoutCheck('WirePkt', { ...WirePkt, SEQ: 15 }, 16, 64);
 
+/**
+ * ATOMIC_REQ (IBA CmpSwap / FetchAdd with its AtomicETH): one packet, one PSN, no payload. RADDR
+ * and RKEY as for a READ request, MSG_LEN 8. The operands are u64s as u32 halves, low first, in
+ * words a single-packet atomic does not otherwise use: IMM, MSG_OFF, SYNDROME (NAKs only) and
+ * the two spare words 13-14. FETCH_AND_ADD uses COMPARE_ADD only.
+ */
+export const WireAtomicReq = {
+  /** The verb: IBV_WR_ATOMIC_CMP_AND_SWP or IBV_WR_ATOMIC_FETCH_AND_ADD. */
+  ATOMIC_OP: 12,
+  COMPARE_ADD_LO: 13,
+  COMPARE_ADD_HI: 14,
+  SWAP_LO: 9,
+  SWAP_HI: 11,
+} as const;
+/** ATOMIC_RESP (IBA Atomic Acknowledge with its AtomicAckETH): the original value, lo and hi. */
+export const WireAtomicResp = { ORIG_LO: 13, ORIG_HI: 14 } as const;
+{
+  const { IMM: _imm, MSG_OFF: _off, SYNDROME: _syn, ...rest } = WirePkt;
+  layoutCheck('WirePkt ATOMIC_REQ', { ...rest, ...WireAtomicReq, SEQ: 15 }, 16, 64);
+  layoutCheck('WirePkt ATOMIC_RESP', { ...WirePkt, ...WireAtomicResp, SEQ: 15 }, 16, 64);
+}
+
+/**
+ * Packet opcodes. Requests are below READ_RESP, responses to our own requests at or above it
+ * (mlx5-wire-responder.ts wireReceive dispatches on that).
+ */
 export const WireOp = {
   SEND: 1,
   SEND_IMM: 2,
   WRITE: 3,
   WRITE_IMM: 4,
   READ_REQ: 5,
-  READ_RESP: 6,
-  ACK: 7,
-  NAK: 8,
+  ATOMIC_REQ: 6,
+  READ_RESP: 7,
+  ACK: 8,
+  NAK: 9,
+  ATOMIC_RESP: 10,
 } as const;
 export const WIRE_FIRST = 1;
 export const WIRE_LAST = 2;

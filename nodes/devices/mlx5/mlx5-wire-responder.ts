@@ -3,7 +3,8 @@
  * only when its PSN is the expected one (epsn); ACKs go out in batches; an error is NAKed (the
  * responder QP enters ERR); RNR is answered when no receive is posted or the target ODP MR is
  * faulting, and later segments are dropped until the requester goes back to the NAKed PSN
- * (go-back-N). RDMA READ responses are streamed as the link has room. Responses to our own
+ * (go-back-N). RDMA READ responses are streamed as the link has room. An atomic runs once: its
+ * response is saved by PSN, and a duplicate request gets the saved value back. Responses to our own
  * requests are handed to the requester half (mlx5-wire-requester.ts).
  *
  * Runs in the device worker.
@@ -12,9 +13,18 @@ import { IbvWcStatus, IbvWrOpcode } from '../../fabric/mlx5-ib-abi.ts';
 import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import { RecvWqe } from '../../fabric/mlx5-wqe.ts';
 import { ringGetU64 } from '../../fabric/ring-layout.ts';
-import { WIRE_FIRST, WIRE_LAST, WireNak, WireOp, WirePkt } from '../../fabric/wire.ts';
+import {
+  WIRE_FIRST,
+  WIRE_LAST,
+  WireAtomicReq,
+  WireAtomicResp,
+  WireNak,
+  WireOp,
+  WirePkt,
+} from '../../fabric/wire.ts';
+import { type AtomicOperands, atomicCheck, atomicExecute } from './mlx5-atomic.ts';
 import { type MkeyEngine, Xfer } from './mlx5-mkey.ts';
-import type { QpHw } from './mlx5-qp.ts';
+import { ATOMIC_SAVED, type QpHw } from './mlx5-qp.ts';
 import {
   Resp,
   rdmaCheck,
@@ -26,6 +36,8 @@ import {
 } from './mlx5-responder.ts';
 import { type Link, response } from './mlx5-wire-requester.ts';
 
+const ops: AtomicOperands = { op: 0, cmpLo: 0, cmpHi: 0, swpLo: 0, swpHi: 0 };
+const orig = new Uint32Array(2);
 const nakOf: number[] = [];
 nakOf[Resp.NAK_ACCESS] = WireNak.REM_ACCESS;
 nakOf[Resp.NAK_INV_REQ] = WireNak.REM_INV_REQ;
@@ -85,6 +97,7 @@ function request(eng: MkeyEngine, qp: QpHw, l: Link, s: number): void {
   if (psn !== qp.epsn) {
     if (psn < qp.epsn) {
       if (op === WireOp.READ_REQ) startRead(qp, w, s, true);
+      else if (op === WireOp.ATOMIC_REQ) atomicReplay(qp, l, psn);
       else qp.ackPending = Math.max(qp.ackPending, qp.epsn - 1);
     }
     return; // ahead of epsn: dropped until the requester goes back
@@ -99,6 +112,8 @@ function request(eng: MkeyEngine, qp: QpHw, l: Link, s: number): void {
   if (op === WireOp.READ_REQ) {
     r = rdmaCheck(eng, qp, false, raddr, rkey, msgLen);
     if (r === Resp.ACK) startRead(qp, w, s, false);
+  } else if (op === WireOp.ATOMIC_REQ) {
+    r = atomicRequest(eng, qp, l, s, raddr, rkey);
   } else if (op === WireOp.WRITE || op === WireOp.WRITE_IMM) {
     if ((flags & WIRE_FIRST) !== 0) r = rdmaCheck(eng, qp, true, raddr, rkey, msgLen);
     if (r === Resp.ACK && op === WireOp.WRITE_IMM && (flags & WIRE_LAST) !== 0 && qp.rqHead() < 0)
@@ -135,7 +150,9 @@ function request(eng: MkeyEngine, qp: QpHw, l: Link, s: number): void {
     }
   }
   if (r === Resp.ACK) {
-    if (op !== WireOp.READ_REQ) {
+    if (op === WireOp.ATOMIC_REQ)
+      qp.epsn++; // its ATOMIC_RESP is the acknowledgement
+    else if (op !== WireOp.READ_REQ) {
       qp.epsn++;
       qp.ackPending = psn;
     }
@@ -161,6 +178,54 @@ function place(
   if (write) return Resp.NAK_ACCESS;
   recvFail(qp, IbvWcStatus.IBV_WC_LOC_PROT_ERR);
   return Resp.NAK_OP;
+}
+
+/**
+ * An ATOMIC_REQ at epsn: the checks, then the atomic, run once; its original value is saved by
+ * PSN (for a duplicate request) and sent back in an ATOMIC_RESP. RNR (the target ODP MR is
+ * faulting): nothing ran, the requester asks again. A response the link has no room for is
+ * lost like a dropped packet: the requester times out and its duplicate is answered from the
+ * saved value.
+ */
+function atomicRequest(eng: MkeyEngine, qp: QpHw, l: Link, s: number, raddr: number, rkey: number): Resp {
+  const r = atomicCheck(eng, qp, raddr, rkey);
+  if (r !== Resp.ACK) return r;
+  const w = l.link.rxWords;
+  ops.op = w[s + WireAtomicReq.ATOMIC_OP];
+  ops.cmpLo = w[s + WireAtomicReq.COMPARE_ADD_LO] >>> 0;
+  ops.cmpHi = w[s + WireAtomicReq.COMPARE_ADD_HI] >>> 0;
+  ops.swpLo = w[s + WireAtomicReq.SWAP_LO] >>> 0;
+  ops.swpHi = w[s + WireAtomicReq.SWAP_HI] >>> 0;
+  const x = atomicExecute(eng, qp.qpn, rkey, raddr, ops, orig);
+  if (x !== Resp.ACK) return x;
+  const psn = w[s + WirePkt.PSN];
+  const slot = psn & (ATOMIC_SAVED - 1);
+  qp.atomicRespPsn[slot] = psn;
+  qp.atomicRespVal[2 * slot] = orig[0];
+  qp.atomicRespVal[2 * slot + 1] = orig[1];
+  atomicRespond(l, psn, orig[0], orig[1]);
+  return Resp.ACK;
+}
+
+/**
+ * A duplicate ATOMIC_REQ (PSN below epsn: our response was lost or late): answered with the
+ * saved original value, never run again (IBA 9.4.5). Without a saved response (overwritten by
+ * ATOMIC_SAVED later atomics) it is dropped, like a duplicate READ we cannot serve now.
+ */
+function atomicReplay(qp: QpHw, l: Link, psn: number): void {
+  const slot = psn & (ATOMIC_SAVED - 1);
+  if (qp.atomicRespPsn[slot] !== psn) return;
+  atomicRespond(l, psn, qp.atomicRespVal[2 * slot], qp.atomicRespVal[2 * slot + 1]);
+}
+
+function atomicRespond(l: Link, psn: number, lo: number, hi: number): void {
+  const s = l.link.txClaim(0);
+  if (s < 0) return; // no room: the requester's ACK timer asks again
+  const w = l.link.txWords;
+  control(w, s, WireOp.ATOMIC_RESP, psn, 0, 0);
+  w[s + WireAtomicResp.ORIG_LO] = lo;
+  w[s + WireAtomicResp.ORIG_HI] = hi;
+  l.link.txCommit();
 }
 
 function startRead(qp: QpHw, w: Int32Array, s: number, dup: boolean): void {
