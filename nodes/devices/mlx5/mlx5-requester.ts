@@ -119,8 +119,9 @@ export function decodeSend(eng: MkeyEngine, qp: QpHw, base: number, out: LocalRe
  * value in rq.atomicOrig for the retry (a responder's saved atomic response, IBA 9.4.5).
  */
 function respondAtomic(eng: MkeyEngine, rq: QpHw, req: LocalReq, qp: QpHw | undefined): Resp {
-  if (!responderReady(qp)) return Resp.DROP;
   if (rq.atomicPos !== rq.sqTail) {
+    // (a retry after the atomic ran needs no responder: its response is in hand.)
+    if (!responderReady(qp)) return Resp.DROP;
     const c = atomicCheck(eng, qp, req.raddr, req.rkey);
     if (c !== Resp.ACK) return respFatal(qp, c);
     const r = atomicExecute(eng, qp.qpn, req.rkey, req.raddr, req, rq.atomicOrig);
