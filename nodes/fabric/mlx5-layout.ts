@@ -111,6 +111,22 @@ export const Mlx5CqCtx = {
   VALID: 2,
   /** Mlx5CqState, written by the device (Atomics.store): OVERRUN once a CQE found the CQ full. */
   STATE: 3,
+  /**
+   * Mlx5CqArm: ibv_req_notify_cq stores NEXT or SOLICITED; the device swaps it back to NONE
+   * (compareExchange) when it raises the completion event, so one arm gives at most one event.
+   */
+  ARM: 4,
+  /** Completion events raised (the device adds 1 per event, then rings DB). */
+  EVENTS: 5,
+} as const;
+
+/** CQ arm states (mlx5 CQ doorbell arm command: MLX5_CQ_DB_REQ_NOT / _SOL). */
+export const Mlx5CqArm = {
+  NONE: 0,
+  /** Any next completion raises an event. */
+  NEXT: 1,
+  /** Only a solicited receive completion or an error completion raises one. */
+  SOLICITED: 2,
 } as const;
 export const MLX5_CQ_CTX_WORDS = 16;
 layoutCheck('Mlx5CqCtx', Mlx5CqCtx, MLX5_CQ_CTX_WORDS, 64);

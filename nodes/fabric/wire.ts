@@ -86,6 +86,8 @@ export const WireOp = {
 } as const;
 export const WIRE_FIRST = 1;
 export const WIRE_LAST = 2;
+/** The last segment of a SEND/SEND_IMM/WRITE_IMM whose WQE had IBV_SEND_SOLICITED (the BTH SE bit). */
+export const WIRE_SOLICITED = 4;
 /** NAK syndromes (IBA AETH NAK codes, reduced). */
 export const WireNak = { RNR: 1, REM_ACCESS: 2, REM_INV_REQ: 3, REM_OP: 4 } as const;
 

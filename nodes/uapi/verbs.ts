@@ -31,7 +31,7 @@ import {
   IbvWrOpcode,
   ibvWrIsAtomic,
 } from '../fabric/mlx5-ib-abi.ts';
-import { hcaCqBase, Mlx5CqCtx, Mlx5Ctl } from '../fabric/mlx5-layout.ts';
+import { hcaCqBase, Mlx5CqArm, Mlx5CqCtx, Mlx5Ctl } from '../fabric/mlx5-layout.ts';
 import {
   ATOMIC_BYTES,
   AtomicWqe,
@@ -110,9 +110,22 @@ export interface IbvPd {
   readonly context: IbvContext;
   readonly pd: IbPd;
 }
+/**
+ * struct ibv_comp_channel: where the completion events of its CQs are read
+ * (ibvGetCqEvent). A CQ joins it at ibvCreateCq and leaves when destroyed.
+ */
+export interface IbvCompChannel {
+  readonly context: IbvContext;
+  readonly cqs: Set<IbvCq>;
+}
 export interface IbvCq {
   readonly context: IbvContext;
   readonly cq: IbCq;
+  /** The completion channel its events go to (null: none; ibvReqNotifyCq is EINVAL). */
+  readonly channel: IbvCompChannel | null;
+  /** Completion events handed out by ibvGetCqEvent, and those not acknowledged yet. */
+  eventsTaken: number;
+  eventsUnacked: number;
   readonly ring: RingConsumer;
   /** QPs that complete into this CQ (for software flushes after a fatal error). */
   readonly qps: Set<IbvQp>;
@@ -278,19 +291,43 @@ export function ibvDeallocPd(pd: IbvPd): void {
 }
 
 /** ibv_create_cq with at least `cqe` entries. */
-export async function ibvCreateCq(ctx: IbvContext, cqe: number): Promise<IbvCq> {
+export async function ibvCreateCq(
+  ctx: IbvContext,
+  cqe: number,
+  channel: IbvCompChannel | null = null,
+): Promise<IbvCq> {
   live('ibv_create_cq', ctx);
+  if (channel !== null && (channel?.context !== ctx || !(channel.cqs instanceof Set)))
+    throw err('EINVAL', 'ibv_create_cq: channel is not a completion channel of this context');
   const cq = await syscall(ctx.proc, 'ibv_create_cq', () => ibCreateCq(ctx.device, cqe));
-  const o: IbvCq = { context: ctx, cq, ring: new RingConsumer(cq.ring), qps: new Set() };
+  const o: IbvCq = {
+    context: ctx,
+    cq,
+    ring: new RingConsumer(cq.ring),
+    qps: new Set(),
+    channel,
+    eventsTaken: 0,
+    eventsUnacked: 0,
+  };
   cq.eventHandler = (ev) => asyncEventQueue(ctx, { event_type: ev.type, cq: o });
   ctx.objs.add(o);
+  channel?.cqs.add(o);
   return o;
 }
 
-/** ibv_destroy_cq. Throws: EBUSY while a QP uses it. */
+/**
+ * ibv_destroy_cq. Throws: EBUSY while a QP uses it, or while completion events of it are not
+ * acknowledged (libibverbs blocks there until they are; a call that may never return is worse).
+ */
 export async function ibvDestroyCq(cq: IbvCq): Promise<void> {
+  if (cq.eventsUnacked > 0)
+    throw err(
+      'EBUSY',
+      `ibv_destroy_cq: ${cq.eventsUnacked} completion event(s) of cq ${cq.cq.cqn} not acknowledged (ibv_ack_cq_events)`,
+    );
   await syscall(cq.context.proc, 'ibv_destroy_cq', () => ibDestroyCq(cq.cq));
   cq.context.objs.delete(cq);
+  cq.channel?.cqs.delete(cq);
 }
 
 /** struct ibv_qp_init_attr. */
@@ -710,11 +747,90 @@ function swFlush(cq: IbvCq, n: number, wc: IbvWc[], i: number): number {
   return i;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Completion channels (kernel-semantics §7 rule 20): ibv_create_comp_channel, ibv_req_notify_cq,
+// ibv_get_cq_event, ibv_ack_cq_events. The device raises an event for an armed CQ
+// (nodes/devices/mlx5/mlx5-qp.ts CqHw.notify): it counts it in the CQ's EVENTS word and rings the
+// CQ doorbell. One arm, at most one event; the usual loop is get event, ack, re-arm, poll to empty.
+
+/** ibv_create_comp_channel. Throws: EINVAL naming the context; ESRCH after process exit. */
+export function ibvCreateCompChannel(ctx: IbvContext): IbvCompChannel {
+  live('ibv_create_comp_channel', ctx);
+  return { context: ctx, cqs: new Set() };
+}
+
+/** ibv_destroy_comp_channel. Throws: EBUSY while a CQ still uses it. */
+export function ibvDestroyCompChannel(channel: IbvCompChannel): void {
+  if (channel.cqs.size > 0)
+    throw err('EBUSY', `ibv_destroy_comp_channel: ${channel.cqs.size} CQ(s) still use the channel`);
+}
+
 /**
- * Completion channel, reduced (ibv_req_notify_cq + ibv_get_cq_event): resolve true once the CQ
- * has an entry (or the device died), false after `timeoutMs`. Never blocks the thread.
+ * ibv_req_notify_cq: the next completion written to `cq` (with `solicitedOnly`: the next
+ * solicited receive or error completion) raises one event on its channel. Arming again before
+ * it fired keeps the stronger request. Throws: EINVAL when the CQ has no channel.
  */
-export async function ibvGetCqEvent(cq: IbvCq, timeoutMs: number): Promise<boolean> {
+export function ibvReqNotifyCq(cq: IbvCq, solicitedOnly = false): void {
+  if (cq.channel === null)
+    throw err('EINVAL', `ibv_req_notify_cq: cq ${cq.cq.cqn} has no completion channel`);
+  const h = cq.context.hca;
+  const at = hcaCqBase(cq.cq.cqn) + Mlx5CqCtx.ARM;
+  // a NEXT arm is not weakened to SOLICITED; the device may disarm (NONE) at any time meanwhile.
+  if (!solicitedOnly) Atomics.store(h, at, Mlx5CqArm.NEXT);
+  else Atomics.compareExchange(h, at, Mlx5CqArm.NONE, Mlx5CqArm.SOLICITED);
+}
+
+/**
+ * ibv_get_cq_event: the CQ of the channel's next completion event, or null if none came within
+ * `timeoutMs` (libibverbs blocks without limit; every wait here has one). Each event returned
+ * must be acknowledged with ibvAckCqEvents before its CQ can be destroyed. Never blocks the
+ * thread. Throws (rejects): EINVAL naming timeoutMs.
+ */
+export async function ibvGetCqEvent(channel: IbvCompChannel, timeoutMs: number): Promise<IbvCq | null> {
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0)
+    throw err('EINVAL', `ibv_get_cq_event: timeoutMs ${String(timeoutMs)} must be a number >= 0`);
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    const left = end - performance.now();
+    const waits: Promise<unknown>[] = [];
+    for (const cq of channel.cqs) {
+      const h = cq.context.hca;
+      const base = hcaCqBase(cq.cq.cqn);
+      const seen = doorbellRead(h, base + Mlx5CqCtx.DB);
+      // the device counts EVENTS before it rings DB: an event after this load moves DB first.
+      if (Atomics.load(h, base + Mlx5CqCtx.EVENTS) !== cq.eventsTaken) {
+        cq.eventsTaken++;
+        cq.eventsUnacked++;
+        return cq;
+      }
+      if (left > 0) {
+        Atomics.store(h, base + Mlx5CqCtx.DB_NEED_WAKEUP, 1);
+        const r = Atomics.waitAsync(h, base + Mlx5CqCtx.DB, seen, left);
+        if (r.async) waits.push(r.value);
+      }
+    }
+    if (left <= 0 || channel.cqs.size === 0) return null;
+    // a doorbell moved or the wait timed out: look again. NEED_WAKEUP stays set: it only costs
+    // the device a futex wake per batch while a reader may be waiting.
+    if (waits.length > 0) await Promise.race(waits);
+  }
+}
+
+/** ibv_ack_cq_events: acknowledge `n` events of `cq`. Throws: EINVAL naming n. */
+export function ibvAckCqEvents(cq: IbvCq, n: number): void {
+  if (!Number.isInteger(n) || n < 0 || n > cq.eventsUnacked)
+    throw err(
+      'EINVAL',
+      `ibv_ack_cq_events: n ${n}: cq ${cq.cq.cqn} has ${cq.eventsUnacked} unacknowledged event(s)`,
+    );
+  cq.eventsUnacked -= n;
+}
+
+/**
+ * Not a verb: resolve true once `cq` has an entry to poll (or the device died), false after
+ * `timeoutMs`, without arming anything. Tests and benchmarks wait with it. Never blocks the thread.
+ */
+export async function ibvCqWaitEntry(cq: IbvCq, timeoutMs: number): Promise<boolean> {
   const h = cq.context.hca;
   const db = hcaCqBase(cq.cq.cqn) + Mlx5CqCtx.DB;
   const end = performance.now() + timeoutMs;

@@ -10,6 +10,7 @@ import { IbvQpState, IbvWcOpcode, IbvWcStatus, IbvWrOpcode } from '../../fabric/
 import {
   hcaCqBase,
   hcaQpBase,
+  Mlx5CqArm,
   Mlx5CqCtx,
   Mlx5CqState,
   Mlx5Ctl,
@@ -99,6 +100,11 @@ export class EqHw {
  * A completion queue: the device is its only producer. A CQE that finds it full is a CQ
  * overrun (IB spec 11.4.2.1, mlx5 CQ error): the CQ enters OVERRUN for good, its CQ_ERROR event
  * is raised, and every later CQE for it is dropped. The CQEs written before stay pollable.
+ *
+ * Completion events (ibv_req_notify_cq, kernel-semantics §7 rule 20): once per batch, notify()
+ * looks at the CQ's ARM word; armed NEXT, or SOLICITED with a solicited or error CQE in the
+ * batch, it disarms it and counts one event before ringing the doorbell. One arm, at most one
+ * event: userspace re-arms, then polls again for what came in between.
  */
 export class CqHw {
   readonly cqn: number;
@@ -106,6 +112,8 @@ export class CqHw {
   private readonly hca: Int32Array;
   private readonly eq: EqHw;
   private dirty = false;
+  /** A solicited or error CQE was written since the last notify(). */
+  private solicited = false;
   overrun = false;
 
   constructor(cqn: number, ring: SharedArrayBuffer, hca: Int32Array, eq: EqHw) {
@@ -127,6 +135,7 @@ export class CqHw {
     imm: number,
     qpn: number,
     flags: number,
+    solicited = false,
   ): boolean {
     if (this.overrun) return false;
     const s = this.ring.claim();
@@ -139,15 +148,25 @@ export class CqHw {
     cqeWrite(this.ring.words, s, wrId, status, opcode, byteLen, imm, qpn, flags);
     this.ring.commit();
     this.dirty = true;
+    if (solicited || status !== IbvWcStatus.IBV_WC_SUCCESS) this.solicited = true;
     return true;
   }
 
-  /** Completion event: publish HEAD and ring the CQ's doorbell once per batch. */
+  /** Publish HEAD, raise the completion event if armed, ring the CQ's doorbell: once per batch. */
   notify(): void {
     if (!this.dirty) return;
     this.dirty = false;
     this.ring.flush();
-    doorbellRing(this.hca, hcaCqBase(this.cqn) + Mlx5CqCtx.DB);
+    const h = this.hca;
+    const base = hcaCqBase(this.cqn);
+    const arm = Atomics.load(h, base + Mlx5CqCtx.ARM);
+    if (
+      (arm === Mlx5CqArm.NEXT || (arm === Mlx5CqArm.SOLICITED && this.solicited)) &&
+      Atomics.compareExchange(h, base + Mlx5CqCtx.ARM, arm, Mlx5CqArm.NONE) === arm
+    )
+      Atomics.add(h, base + Mlx5CqCtx.EVENTS, 1);
+    this.solicited = false;
+    doorbellRing(h, base + Mlx5CqCtx.DB);
   }
 }
 

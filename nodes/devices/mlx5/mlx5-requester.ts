@@ -67,6 +67,7 @@ export function decodeSend(eng: MkeyEngine, qp: QpHw, base: number, out: LocalRe
   out.inline = null;
   const flags = w[base + SendWqe.FLAGS];
   const nsge = w[base + SendWqe.NSGE];
+  out.solicited = (flags & IbvSendFlags.IBV_SEND_SOLICITED) !== 0;
   if (ibvWrIsAtomic(out.op)) {
     // one 8-byte SGE, implied (its NSGE word carries an operand: fabric/mlx5-wqe.ts AtomicWqe).
     out.imm = 0;

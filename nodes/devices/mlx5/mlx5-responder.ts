@@ -106,8 +106,11 @@ export function recvFail(qp: QpHw, status: number): void {
   qp.toError();
 }
 
-/** Complete the receive at the RQ head successfully for a SEND (`imm` with SEND_IMM) or WRITE_IMM. */
-export function recvComplete(qp: QpHw, wrOp: number, len: number, imm: number): void {
+/**
+ * Complete the receive at the RQ head successfully for a SEND (`imm` with SEND_IMM) or WRITE_IMM;
+ * `solicited`: the sender set IBV_SEND_SOLICITED (an armed SOLICITED CQ raises its event).
+ */
+export function recvComplete(qp: QpHw, wrOp: number, len: number, imm: number, solicited = false): void {
   const b = qp.rqHead();
   const withImm = wrOp !== IbvWrOpcode.IBV_WR_SEND;
   const opcode =
@@ -125,6 +128,7 @@ export function recvComplete(qp: QpHw, wrOp: number, len: number, imm: number): 
     withImm ? imm : 0,
     qp.qpn,
     withImm ? IbvWcFlags.IBV_WC_WITH_IMM : 0,
+    solicited,
   );
   // the data is placed, its completion lost: CQ overrun, the responder QP enters ERR.
   if (!ok) qp.cqeLost();
@@ -147,6 +151,8 @@ export interface LocalReq {
   lkey: number;
   laddr: number;
   inline: Uint8Array | null;
+  /** IBV_SEND_SOLICITED was set (the receive completion it makes is solicited). */
+  solicited: boolean;
   /** Atomics: the u64 operands as u32 halves (mlx5-atomic.ts AtomicOperands). */
   cmpLo: number;
   cmpHi: number;
@@ -165,6 +171,7 @@ export function newLocalReq(): LocalReq {
     lkey: 0,
     laddr: 0,
     inline: null,
+    solicited: false,
     cmpLo: 0,
     cmpHi: 0,
     swpLo: 0,
@@ -220,6 +227,6 @@ export function respondLocal(eng: MkeyEngine, rqQpn: number, req: LocalReq, qp: 
     }
     if (x !== Xfer.OK) return Resp.LOCAL_ERR;
   }
-  if (consumes) recvComplete(qp, op, len, req.imm);
+  if (consumes) recvComplete(qp, op, len, req.imm, req.solicited);
   return Resp.ACK;
 }

@@ -28,6 +28,7 @@ import { ringGetU64, ringPutU64 } from '../../fabric/ring-layout.ts';
 import {
   WIRE_FIRST,
   WIRE_LAST,
+  WIRE_SOLICITED,
   WireAtomicReq,
   WireAtomicResp,
   WireNak,
@@ -111,7 +112,16 @@ export function wireRequester(eng: MkeyEngine, qp: QpHw, l: Link, now: number): 
       }
     }
     const last = off + m >= req.len;
-    header(w, s, wireOpOf[req.op], qp.npsn, (off === 0 ? WIRE_FIRST : 0) | (last ? WIRE_LAST : 0), req, off);
+    const se = last && req.solicited ? WIRE_SOLICITED : 0;
+    header(
+      w,
+      s,
+      wireOpOf[req.op],
+      qp.npsn,
+      (off === 0 ? WIRE_FIRST : 0) | (last ? WIRE_LAST : 0) | se,
+      req,
+      off,
+    );
     link.txCommit();
     if (off === 0) qp.wqeFirstPsn[slot] = qp.npsn;
     qp.npsn++;

@@ -16,6 +16,7 @@ import { ringGetU64 } from '../../fabric/ring-layout.ts';
 import {
   WIRE_FIRST,
   WIRE_LAST,
+  WIRE_SOLICITED,
   WireAtomicReq,
   WireAtomicResp,
   WireNak,
@@ -120,7 +121,13 @@ function request(eng: MkeyEngine, qp: QpHw, l: Link, s: number): void {
       r = Resp.RNR;
     if (r === Resp.ACK && len > 0) r = place(eng, qp, l, s, rkey, raddr + off, len, true);
     if (r === Resp.ACK && op === WireOp.WRITE_IMM && (flags & WIRE_LAST) !== 0)
-      recvComplete(qp, IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM, msgLen, w[s + WirePkt.IMM]);
+      recvComplete(
+        qp,
+        IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM,
+        msgLen,
+        w[s + WirePkt.IMM],
+        (flags & WIRE_SOLICITED) !== 0,
+      );
   } else {
     if ((flags & WIRE_FIRST) !== 0 && !qp.recvBusy) r = recvCheck(eng, qp, msgLen);
     const b = qp.rqHead();
@@ -144,6 +151,7 @@ function request(eng: MkeyEngine, qp: QpHw, l: Link, s: number): void {
           op === WireOp.SEND ? IbvWrOpcode.IBV_WR_SEND : IbvWrOpcode.IBV_WR_SEND_WITH_IMM,
           msgLen,
           w[s + WirePkt.IMM],
+          (flags & WIRE_SOLICITED) !== 0,
         );
         qp.recvBusy = false;
       }
