@@ -71,6 +71,8 @@ export function wireRequester(eng: MkeyEngine, qp: QpHw, l: Link, now: number): 
     }
     const slot = qp.sqNext & qp.sqMask;
     if (qp.sqNext === qp.sqTail && qp.segOff === 0) qp.lastProgress = now; // the ACK timer starts
+    // a fenced WR of any kind waits until every earlier READ and atomic has its response.
+    if ((qp.sq[base + SendWqe.FLAGS] & IbvSendFlags.IBV_SEND_FENCE) !== 0 && qp.outReads > 0) break;
     const atomic = ibvWrIsAtomic(req.op);
     if (atomic || req.op === IbvWrOpcode.IBV_WR_RDMA_READ) {
       // READs and atomics share max_rd_atomic: both wait for a response (IBA 9.4.4, 9.4.5).
@@ -89,7 +91,6 @@ export function wireRequester(eng: MkeyEngine, qp: QpHw, l: Link, now: number): 
       qp.sqNext = (qp.sqNext + 1) | 0;
       continue;
     }
-    if ((qp.sq[base + SendWqe.FLAGS] & IbvSendFlags.IBV_SEND_FENCE) !== 0 && qp.outReads > 0) break;
     const off = qp.segOff;
     const m = Math.min(seg, req.len - off);
     const s = link.txClaim(m);

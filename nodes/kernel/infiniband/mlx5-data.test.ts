@@ -315,4 +315,36 @@ describe('mlx5 data path', () => {
     // the receive completed, so every byte of the earlier WRITE is already there.
     expect(firstDiff(dst.bytes, src.bytes)).toBe(-1);
   });
+
+  for (const nics of [1, 2]) {
+    it(`mlx5 - ${nics === 1 ? 'loopback' : 'two HCAs'}: a WRITE with IBV_SEND_FENCE after a READ into its source sends the bytes the READ brought`, async () => {
+      const h = await rdmaHost({ nics });
+      const [a, b] = await rcPair(h.ctxs[0], h.ctxs[nics - 1]);
+      const local = mmapAnonymous(h.proc, 64 << 10);
+      const remote = mmapAnonymous(h.proc, 128 << 10);
+      local.bytes.set(pattern(64 << 10, 1));
+      remote.bytes.set(pattern(64 << 10, 2));
+      const lmr = ibvRegMr(a.pd, local.addr, local.length, ALL_ACCESS);
+      const rmr = ibvRegMr(b.pd, remote.addr, remote.length, ALL_ACCESS);
+      // READ remote[0, 64K) into local, then WRITE local to remote[64K, 128K): without the fence
+      // the WRITE may read `local` before the READ's response has landed there (IBA 9.7.5.2.1).
+      ibvPostSend(a.qp, [
+        {
+          wr_id: 1,
+          opcode: IbvWrOpcode.IBV_WR_RDMA_READ,
+          sg_list: [{ addr: local.addr, length: 64 << 10, lkey: lmr.lkey }],
+          wr: { rdma: { remote_addr: remote.addr, rkey: rmr.rkey } },
+        },
+        {
+          wr_id: 2,
+          opcode: IbvWrOpcode.IBV_WR_RDMA_WRITE,
+          send_flags: SIG | IbvSendFlags.IBV_SEND_FENCE,
+          sg_list: [{ addr: local.addr, length: 64 << 10, lkey: lmr.lkey }],
+          wr: { rdma: { remote_addr: remote.addr + (64 << 10), rkey: rmr.rkey } },
+        },
+      ]);
+      expect((await pollN(a.cq, 1))[0]).toMatchObject({ wr_id: 2, status: 0 });
+      expect(firstDiff(remote.bytes.subarray(64 << 10), pattern(64 << 10, 2))).toBe(-1);
+    });
+  }
 });
