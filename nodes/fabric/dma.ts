@@ -226,6 +226,8 @@ class RunCursor {
   mem: Uint8Array = new Uint8Array(0);
   off = 0;
   run = 0;
+  /** The last run had no hook and no hint statistics: only its bytes moved (DmaFirstRuns). */
+  plain = false;
 
   begin(ctx: DmaCtx, op: DmaOp, bus: boolean, tph: number): void {
     this.ctx = ctx;
@@ -293,6 +295,7 @@ class RunCursor {
     this.run = run;
     const stats = pv.tphStats[wi];
     const hook = ctx.hook;
+    this.plain = stats === null && hook === null;
     if (hook !== null) {
       const s = hook(ctx, this.op, a, p, run, bus, this.tph);
       if (s !== 0) return s;
@@ -435,9 +438,29 @@ export function dmaCopy(
 }
 
 /**
+ * Where the first source and destination runs of a dmaCopyTph went, for a device that caches
+ * translations above the DMA layer (mlx5's mkey cache): `sMem[sOff..sOff + sRun)` and
+ * `dMem[dOff..dOff + dRun)` are the bytes at the source and destination addresses. Valid while
+ * the DevCtx INVAL words of the two contexts still read `sInval` / `dInval` (the IOTLB's rule),
+ * and only if `plain` (no hook or hint statistics on either run, which a cached copy would skip).
+ */
+export interface DmaFirstRuns {
+  sMem: Uint8Array;
+  sOff: number;
+  sRun: number;
+  sInval: number;
+  dMem: Uint8Array;
+  dOff: number;
+  dRun: number;
+  dInval: number;
+  plain: boolean;
+}
+
+/**
  * dmaCopy with the TPH hint of each side given (dmaTph(); 0 = none): `srcTph` on the reads,
  * `dstTph` on the writes, so one device can read through one mkey's hint and write through
- * another's (an RDMA NIC's loopback between two MRs). Same returns as dmaCopy.
+ * another's (an RDMA NIC's loopback between two MRs). With `first`, records where its first runs
+ * went (meaningful only when the copy returns OK). Same returns as dmaCopy.
  */
 export function dmaCopyTph(
   srcCtx: DmaCtx,
@@ -449,6 +472,7 @@ export function dmaCopyTph(
   length: number,
   srcTph: number,
   dstTph: number,
+  first: DmaFirstRuns | null = null,
 ): number {
   if (length === 0) return DmaStatus.OK;
   if (!validRange(srcAddr, length) || !validRange(dstAddr, length)) return DmaStatus.EINVAL;
@@ -484,6 +508,17 @@ export function dmaCopyTph(
         if (status !== 0) break;
         dLeft = d.run;
         dOff = d.off;
+      }
+      if (done === 0 && first !== null) {
+        first.sMem = s.mem;
+        first.sOff = sOff;
+        first.sRun = sLeft;
+        first.sInval = srcCtx.inval;
+        first.dMem = d.mem;
+        first.dOff = dOff;
+        first.dRun = dLeft;
+        first.dInval = dstCtx.inval;
+        first.plain = s.plain && d.plain;
       }
       const n = sLeft < dLeft ? sLeft : dLeft;
       if (n <= kSmallCopy) {

@@ -176,7 +176,13 @@ export const Mlx5Mkey = {
    * MLX5_MKC_PCIE_TPH_NO_STEERING_TAG_INDEX (0) means PH only, no steering tag.
    */
   TPH_ST_INDEX: 18,
-  // words 19..31: spare.
+  /**
+   * Bumped by the kernel each time it programs the MTT, before it stores XLT = PRESENT: the
+   * device's translation cache (mlx5-mkey.ts) keys on it, since a zap and re-map between two
+   * accesses leaves XLT reading PRESENT both times. Never reset (an mkey index reused keeps it).
+   */
+  XLT_GEN: 19,
+  // words 20..31: spare.
 } as const;
 export const MLX5_MKEY_WORDS = 32;
 layoutCheck('Mlx5Mkey', Mlx5Mkey, MLX5_MKEY_WORDS, 128);

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { DmaCtx, type DmaCtxDescriptor } from '../../fabric/dma.ts';
 import { faultRingCreate } from '../../fabric/iommu-fault-ring.ts';
-import { DEV_CTX_WORDS } from '../../fabric/iommu-layout.ts';
+import { DEV_CTX_WORDS, DevCtx } from '../../fabric/iommu-layout.ts';
 import { IbvAccess } from '../../fabric/mlx5-ib-abi.ts';
 import {
   hcaCreate,
@@ -110,7 +110,18 @@ function rig() {
     Atomics.store(hca, b + Mlx5Mkey.STATE, Mlx5MkeyState.VALID);
     return (idx << 8) | 1;
   };
-  return { eng, hca, mkey, vram: new Uint8Array(bar.sab), eq: new RingConsumer(eqSab) };
+  /** The kernel's re-map of mkey `idx` (zapped meanwhile): its first run now starts at BAR page `p`. */
+  const remap = (idx: number, p: number) => {
+    const b = hcaMkeyBase(idx);
+    Atomics.store(hca, b + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
+    const r = mttRunBase(hca[b + Mlx5Mkey.MTT_BASE]);
+    const m = new Int32Array(mtt);
+    m[r + Mlx5MttRun.DMA_LO] = ((BAR + p * PAGE_SIZE) % 2 ** 32) | MLX5_MTT_BUS;
+    m[r + Mlx5MttRun.DMA_HI] = Math.floor((BAR + p * PAGE_SIZE) / 2 ** 32);
+    hca[b + Mlx5Mkey.XLT_GEN] = (hca[b + Mlx5Mkey.XLT_GEN] + 1) | 0;
+    Atomics.store(hca, b + Mlx5Mkey.XLT, Mlx5Xlt.PRESENT);
+  };
+  return { eng, hca, mkey, remap, vram: new Uint8Array(bar.sab), eq: new RingConsumer(eqSab) };
 }
 
 describe('mlx5 mkey engine', () => {
@@ -168,6 +179,43 @@ describe('mlx5 mkey engine', () => {
     expect(seen).toHaveLength(Math.ceil((103 * PAGE_SIZE) / MLX5_DMA_CHUNK));
     expect(new Set(seen).size).toBe(seen.length);
     expect(Atomics.load(hca, Mlx5Ctl.ACTIVE)).toBe(0);
+  });
+
+  it('mlx5 - translation cache: a repeated copy stays right after a re-map (XLT_GEN), an INVAL bump goes through the routing point, a DMA hook sees every run', () => {
+    const { eng, mkey, remap, vram } = rig();
+    const s = mkey(1, 0x1000, [[0, 1]]);
+    const d = mkey(2, 0x2000, [[100, 1]]);
+    const at = (page: number) => vram.subarray(page * PAGE_SIZE + 8, page * PAGE_SIZE + 16);
+    const copy = (v: number) => {
+      vram.fill(v, 8, 16);
+      expect(eng.mrToMr(s, 0x1008, d, 0x2008, 8, 9)).toBe(Xfer.OK);
+    };
+    copy(1);
+    copy(2); // the same iovas again: from the cache
+    expect([...at(100)]).toEqual(Array(8).fill(2));
+    // the destination re-mapped to page 200 between two copies (XLT read PRESENT both times).
+    remap(2, 200);
+    copy(3);
+    expect([...at(200)]).toEqual(Array(8).fill(3));
+    expect([...at(100)]).toEqual(Array(8).fill(2));
+    copy(4);
+    expect([...at(200)]).toEqual(Array(8).fill(4));
+    // the kernel moved INVAL (an unmap, a domain or phys-map change): the next copy resolves
+    // through the routing point, which picks the change up.
+    const inval = Atomics.add(eng.dma.devCtx, DevCtx.INVAL, 1) + 1;
+    copy(5);
+    expect(eng.dma.inval).toBe(inval);
+    expect([...at(200)]).toEqual(Array(8).fill(5));
+    // a hook (fault injection, routing) sees the run of every copy, the cached one's too.
+    let runs = 0;
+    eng.dma.hook = () => {
+      runs++;
+      return 0;
+    };
+    copy(6);
+    copy(7);
+    expect(runs).toBe(4); // two copies, a read run and a write run each
+    expect([...at(200)]).toEqual(Array(8).fill(7));
   });
 
   it('mlx5 - a zapped ODP mkey raises one page fault and reports it until settled; FAILED fails one access, then it faults again', () => {

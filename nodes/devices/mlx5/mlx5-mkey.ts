@@ -17,6 +17,7 @@
  */
 import {
   type DmaCtx,
+  type DmaFirstRuns,
   dmaCopyTph,
   dmaRead,
   dmaReadBus,
@@ -45,6 +46,7 @@ import {
   mlx5KeyIndex,
   mttRunBase,
 } from '../../fabric/mlx5-layout.ts';
+import { DevCtx } from '../../fabric/iommu-layout.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
 import type { RingProducer } from '../../fabric/ring.ts';
 import { ringPutU64 } from '../../fabric/ring-layout.ts';
@@ -64,6 +66,28 @@ export const Xfer = {
 export type Xfer = (typeof Xfer)[keyof typeof Xfer];
 
 const kChunk = MLX5_DMA_CHUNK;
+const kInvalWord = DevCtx.INVAL;
+/** Up to this many bytes a cached copy moves with a loop instead of subarray + set. */
+const kSmallCopy = 16;
+
+function xltFill(
+  c: XltCache,
+  idx: number,
+  gen: number,
+  inval: number,
+  iova: number,
+  len: number,
+  mem: Uint8Array,
+  off: number,
+): void {
+  c.idx = idx;
+  c.gen = gen;
+  c.inval = inval;
+  c.i0 = iova;
+  c.i1 = iova + len;
+  c.mem = mem;
+  c.off0 = off;
+}
 const kPage = PAGE_SIZE;
 const TWO32 = 2 ** 32;
 
@@ -73,6 +97,29 @@ class RunPos {
   bus = false;
   left = 0;
   hint = 0;
+}
+
+/**
+ * DOC: translation cache
+ * The last run each side of a loopback copy went through, from iova straight to the bytes:
+ * iova [i0, i1) of mkey `idx` is mem[off0 + (iova - i0)]. A copy that falls inside both sides'
+ * entries skips the MTT lookups and the DMA routing point (about 0.14 us of an 8-byte copy's
+ * 0.2 us). Valid while, inside the announced access (after usable() loaded XLT = PRESENT):
+ *  - the mkey's XLT_GEN still reads `gen` (the kernel programs a new MTT only while zapped, then
+ *    bumps it before PRESENT; a zap waits for our access, so it cannot change under us);
+ *  - DevCtx INVAL still reads `inval` (the IOTLB's rule: unmaps, domain and phys-map changes);
+ *  - neither side has a TPH hint, and the runs had no DMA hook and no hint statistics (those
+ *    must see every run: DmaFirstRuns.plain).
+ * Filled from the first runs of a successful general copy (dmaCopyTph's `first`), for free.
+ */
+class XltCache {
+  idx = -1;
+  gen = 0;
+  inval = 0;
+  i0 = 0;
+  i1 = 0;
+  mem: Uint8Array = new Uint8Array(0);
+  off0 = 0;
 }
 
 export class MkeyEngine {
@@ -87,6 +134,20 @@ export class MkeyEngine {
   private seq = 0;
   private readonly s = new RunPos();
   private readonly d = new RunPos();
+  /** DOC: translation cache (source side, destination side). */
+  private readonly cs = new XltCache();
+  private readonly cd = new XltCache();
+  private readonly first: DmaFirstRuns = {
+    sMem: new Uint8Array(0),
+    sOff: 0,
+    sRun: 0,
+    sInval: 0,
+    dMem: new Uint8Array(0),
+    dOff: 0,
+    dRun: 0,
+    dInval: 0,
+    plain: false,
+  };
 
   constructor(hca: Int32Array, mttSab: SharedArrayBuffer, dma: DmaCtx, eq: RingProducer) {
     this.hca = hca;
@@ -226,20 +287,92 @@ export class MkeyEngine {
     return Atomics.load(this.hca, hcaMkeyBase(idx) + Mlx5Mkey.FAULT) !== Mlx5Fault.PENDING;
   }
 
+  // Inside an announced access, after usable() passed for both mkeys.
   private copyMr(si: number, sIova: number, di: number, dIova: number, n: number): Xfer {
     const s = this.s;
     const d = this.d;
     const sTph = this.tphOf(si);
     const dTph = this.tphOf(di);
+    const cacheable = sTph === 0 && dTph === 0;
+    if (cacheable && this.cachedCopy(si, sIova, di, dIova, n)) return Xfer.OK;
+    const first = cacheable ? this.first : null;
     for (let o = 0; o < n; ) {
       if (!this.runAt(si, sIova + o, s)) return Xfer.SRC_ERR;
       if (!this.runAt(di, dIova + o, d)) return Xfer.DST_ERR;
       const m = Math.min(s.left, d.left, n - o);
-      if (dmaCopyTph(this.dma, s.addr, s.bus, this.dma, d.addr, d.bus, m, sTph, dTph) !== 0)
+      const sLeft = s.left;
+      const dLeft = d.left;
+      if (
+        dmaCopyTph(
+          this.dma,
+          s.addr,
+          s.bus,
+          this.dma,
+          d.addr,
+          d.bus,
+          m,
+          sTph,
+          dTph,
+          o === 0 ? first : null,
+        ) !== 0
+      )
         return Xfer.DMA_ERR;
+      if (o === 0 && first !== null && first.plain) {
+        // the entries reach as far as both the MTT run and the DMA run go.
+        const h = this.hca;
+        xltFill(
+          this.cs,
+          si,
+          h[hcaMkeyBase(si) + Mlx5Mkey.XLT_GEN],
+          first.sInval,
+          sIova,
+          Math.min(sLeft, first.sRun),
+          first.sMem,
+          first.sOff,
+        );
+        xltFill(
+          this.cd,
+          di,
+          h[hcaMkeyBase(di) + Mlx5Mkey.XLT_GEN],
+          first.dInval,
+          dIova,
+          Math.min(dLeft, first.dRun),
+          first.dMem,
+          first.dOff,
+        );
+      }
       o += m;
     }
     return Xfer.OK;
+  }
+
+  // DOC: translation cache. True if the copy was done from the cached entries.
+  private cachedCopy(si: number, sIova: number, di: number, dIova: number, n: number): boolean {
+    const cs = this.cs;
+    const cd = this.cd;
+    if (
+      cs.idx !== si ||
+      cd.idx !== di ||
+      sIova < cs.i0 ||
+      sIova + n > cs.i1 ||
+      dIova < cd.i0 ||
+      dIova + n > cd.i1
+    )
+      return false;
+    const h = this.hca;
+    if (h[hcaMkeyBase(si) + Mlx5Mkey.XLT_GEN] !== cs.gen || h[hcaMkeyBase(di) + Mlx5Mkey.XLT_GEN] !== cd.gen)
+      return false;
+    const dma = this.dma;
+    if (dma.hook !== null) return false;
+    const inval = Atomics.load(dma.devCtx, kInvalWord);
+    if (inval !== cs.inval || inval !== cd.inval) return false;
+    const sm = cs.mem;
+    const dm = cd.mem;
+    const so = cs.off0 + (sIova - cs.i0);
+    const dOff = cd.off0 + (dIova - cd.i0);
+    if (n <= kSmallCopy) for (let i = 0; i < n; i++) dm[dOff + i] = sm[so + i];
+    else dm.set(sm.subarray(so, so + n), dOff);
+    return true;
   }
 
   /**

@@ -177,6 +177,8 @@ function mttProgram(d: Mlx5Dev, mr: Mlx5Mr, runs: readonly UmemRun[]): void {
   });
   const b = hcaMkeyBase(mr.index);
   d.hca[b + Mlx5Mkey.MTT_NENT] = runs.length;
+  // a new translation: the device's cached one (keyed on the generation) is stale from now.
+  d.hca[b + Mlx5Mkey.XLT_GEN] = (d.hca[b + Mlx5Mkey.XLT_GEN] + 1) | 0;
   // publish: the runs above are visible to a device that loads PRESENT.
   Atomics.store(d.hca, b + Mlx5Mkey.XLT, Mlx5Xlt.PRESENT);
 }
