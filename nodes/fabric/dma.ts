@@ -226,7 +226,7 @@ class RunCursor {
   mem: Uint8Array = new Uint8Array(0);
   off = 0;
   run = 0;
-  /** The last run had no hook and no hint statistics: only its bytes moved (DmaFirstRuns). */
+  /** The last run had no hook and no hint statistics: only its bytes moved (DmaRunRecord). */
   plain = false;
 
   begin(ctx: DmaCtx, op: DmaOp, bus: boolean, tph: number): void {
@@ -334,6 +334,7 @@ function dmaRoute(
   bufOff: number,
   length: number,
   value: number,
+  first: DmaRunRecord | null = null,
 ): number {
   if (length === 0) return DmaStatus.OK;
   if (!validRange(addr, length)) return DmaStatus.EINVAL;
@@ -351,6 +352,7 @@ function dmaRoute(
       const mem = c.mem;
       const off = c.off;
       const at = bufOff + done;
+      if (done === 0 && first !== null) record(first, c, off, n);
       if (op === DmaOp.FILL) mem.fill(value, off, off + n);
       else if (n <= kSmallCopy) {
         // a few bytes (doorbell-sized messages): a loop beats creating a subarray for set().
@@ -379,6 +381,23 @@ export function dmaRead(ctx: DmaCtx, iova: number, length: number, dst: Uint8Arr
 /** Device writes `src[srcOff..srcOff+length)` at `iova`. Needs IOMMU_WRITE. Same returns as dmaRead. */
 export function dmaWrite(ctx: DmaCtx, iova: number, src: Uint8Array, srcOff: number, length: number): number {
   return dmaRoute(ctx, DmaOp.WRITE, false, iova, src, srcOff, length, 0);
+}
+
+/**
+ * dmaRead/dmaWrite (`write`) or their bus-address forms (`bus`) in one call, recording where the
+ * first run went in `first` (DmaRunRecord). Same returns as dmaRead.
+ */
+export function dmaXfer(
+  ctx: DmaCtx,
+  write: boolean,
+  bus: boolean,
+  addr: number,
+  buf: Uint8Array,
+  bufOff: number,
+  length: number,
+  first: DmaRunRecord | null,
+): number {
+  return dmaRoute(ctx, write ? DmaOp.WRITE : DmaOp.READ, bus, addr, buf, bufOff, length, 0, first);
 }
 
 /** Device writes `length` bytes of `value` (0..255) at `iova`. Needs IOMMU_WRITE. */
@@ -438,29 +457,38 @@ export function dmaCopy(
 }
 
 /**
- * Where the first source and destination runs of a dmaCopyTph went, for a device that caches
- * translations above the DMA layer (mlx5's mkey cache): `sMem[sOff..sOff + sRun)` and
- * `dMem[dOff..dOff + dRun)` are the bytes at the source and destination addresses. Valid while
- * the DevCtx INVAL words of the two contexts still read `sInval` / `dInval` (the IOTLB's rule),
- * and only if `plain` (no hook or hint statistics on either run, which a cached copy would skip).
+ * Where the first run of one side of a DMA went, for a device that caches translations above
+ * the DMA layer (mlx5's mkey translation cache): `mem[off..off + run)` are the bytes at the DMA's
+ * address. Valid while the context's DevCtx INVAL word still reads `inval` (the IOTLB's rule),
+ * and only if `plain` (no hook or hint statistics on the run, which a cached access would skip).
+ * Filled by dmaCopyTph and dmaXfer when given one; meaningful only when they return OK.
  */
-export interface DmaFirstRuns {
-  sMem: Uint8Array;
-  sOff: number;
-  sRun: number;
-  sInval: number;
-  dMem: Uint8Array;
-  dOff: number;
-  dRun: number;
-  dInval: number;
+export interface DmaRunRecord {
+  mem: Uint8Array;
+  off: number;
+  run: number;
+  inval: number;
   plain: boolean;
+}
+
+/** An empty DmaRunRecord. */
+export function dmaRunRecord(): DmaRunRecord {
+  return { mem: new Uint8Array(0), off: 0, run: 0, inval: 0, plain: false };
+}
+
+function record(r: DmaRunRecord, c: RunCursor, off: number, run: number): void {
+  r.mem = c.mem;
+  r.off = off;
+  r.run = run;
+  r.inval = c.ctx!.inval;
+  r.plain = c.plain;
 }
 
 /**
  * dmaCopy with the TPH hint of each side given (dmaTph(); 0 = none): `srcTph` on the reads,
  * `dstTph` on the writes, so one device can read through one mkey's hint and write through
- * another's (an RDMA NIC's loopback between two MRs). With `first`, records where its first runs
- * went (meaningful only when the copy returns OK). Same returns as dmaCopy.
+ * another's (an RDMA NIC's loopback between two MRs). With `sFirst` / `dFirst`, records where the
+ * first source / destination run went (DmaRunRecord). Same returns as dmaCopy.
  */
 export function dmaCopyTph(
   srcCtx: DmaCtx,
@@ -472,7 +500,8 @@ export function dmaCopyTph(
   length: number,
   srcTph: number,
   dstTph: number,
-  first: DmaFirstRuns | null = null,
+  sFirst: DmaRunRecord | null = null,
+  dFirst: DmaRunRecord | null = null,
 ): number {
   if (length === 0) return DmaStatus.OK;
   if (!validRange(srcAddr, length) || !validRange(dstAddr, length)) return DmaStatus.EINVAL;
@@ -509,16 +538,9 @@ export function dmaCopyTph(
         dLeft = d.run;
         dOff = d.off;
       }
-      if (done === 0 && first !== null) {
-        first.sMem = s.mem;
-        first.sOff = sOff;
-        first.sRun = sLeft;
-        first.sInval = srcCtx.inval;
-        first.dMem = d.mem;
-        first.dOff = dOff;
-        first.dRun = dLeft;
-        first.dInval = dstCtx.inval;
-        first.plain = s.plain && d.plain;
+      if (done === 0) {
+        if (sFirst !== null) record(sFirst, s, sOff, sLeft);
+        if (dFirst !== null) record(dFirst, d, dOff, dLeft);
       }
       const n = sLeft < dLeft ? sLeft : dLeft;
       if (n <= kSmallCopy) {

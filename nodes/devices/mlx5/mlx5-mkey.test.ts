@@ -216,6 +216,23 @@ describe('mlx5 mkey engine', () => {
     copy(7);
     expect(runs).toBe(4); // two copies, a read run and a write run each
     expect([...at(200)]).toEqual(Array(8).fill(7));
+    eng.dma.hook = null;
+    // one side to or from a device buffer (inline data, the wire), same cache: after a re-map
+    // of the destination the write lands in the new page, and a read of it sees that page.
+    const buf = new Uint8Array(8);
+    for (const [page, v] of [
+      [200, 8],
+      [200, 9],
+      [300, 10],
+      [300, 11],
+    ]) {
+      if (page === 300 && v === 10) remap(2, 300);
+      expect(eng.bytesToMr(buf.fill(v), 0, d, 0x2008, 8, 9, false)).toBe(Xfer.OK);
+      expect([...at(page)]).toEqual(Array(8).fill(v));
+      expect(eng.mrToBytes(d, 0x2008, buf.fill(0), 0, 8, 9, false)).toBe(Xfer.OK);
+      expect([...buf]).toEqual(Array(8).fill(v));
+    }
+    expect([...at(200)]).toEqual(Array(8).fill(9));
   });
 
   it('mlx5 - a zapped ODP mkey raises one page fault and reports it until settled; FAILED fails one access, then it faults again', () => {

@@ -17,13 +17,11 @@
  */
 import {
   type DmaCtx,
-  type DmaFirstRuns,
+  type DmaRunRecord,
   dmaCopyTph,
-  dmaRead,
-  dmaReadBus,
+  dmaRunRecord,
+  dmaXfer,
   dmaTph,
-  dmaWrite,
-  dmaWriteBus,
 } from '../../fabric/dma.ts';
 import { doorbellRing } from '../../fabric/doorbell.ts';
 import {
@@ -70,23 +68,9 @@ const kInvalWord = DevCtx.INVAL;
 /** Up to this many bytes a cached copy moves with a loop instead of subarray + set. */
 const kSmallCopy = 16;
 
-function xltFill(
-  c: XltCache,
-  idx: number,
-  gen: number,
-  inval: number,
-  iova: number,
-  len: number,
-  mem: Uint8Array,
-  off: number,
-): void {
-  c.idx = idx;
-  c.gen = gen;
-  c.inval = inval;
-  c.i0 = iova;
-  c.i1 = iova + len;
-  c.mem = mem;
-  c.off0 = off;
+function copyBytes(src: Uint8Array, so: number, dst: Uint8Array, dOff: number, n: number): void {
+  if (n <= kSmallCopy) for (let i = 0; i < n; i++) dst[dOff + i] = src[so + i];
+  else dst.set(src.subarray(so, so + n), dOff);
 }
 const kPage = PAGE_SIZE;
 const TWO32 = 2 ** 32;
@@ -137,17 +121,8 @@ export class MkeyEngine {
   /** DOC: translation cache (source side, destination side). */
   private readonly cs = new XltCache();
   private readonly cd = new XltCache();
-  private readonly first: DmaFirstRuns = {
-    sMem: new Uint8Array(0),
-    sOff: 0,
-    sRun: 0,
-    sInval: 0,
-    dMem: new Uint8Array(0),
-    dOff: 0,
-    dRun: 0,
-    dInval: 0,
-    plain: false,
-  };
+  private readonly sRec: DmaRunRecord = dmaRunRecord();
+  private readonly dRec: DmaRunRecord = dmaRunRecord();
 
   constructor(hca: Int32Array, mttSab: SharedArrayBuffer, dma: DmaCtx, eq: RingProducer) {
     this.hca = hca;
@@ -244,20 +219,28 @@ export class MkeyEngine {
       const seq = this.seq++;
       Atomics.store(h, Mlx5Ctl.ACTIVE, write ? mlx5ActiveWord(-1, idx, seq) : mlx5ActiveWord(idx, -1, seq));
       r = this.usable(idx, key, qpn, iova + done, n, requester, write);
-      if (r === Xfer.OK) this.dma.tph = this.tphOf(idx);
+      const tph = r === Xfer.OK ? this.tphOf(idx) : 0;
+      const c = write ? this.cd : this.cs;
+      if (r === Xfer.OK && tph === 0) {
+        const at = this.hit(c, idx, iova + done, n, Atomics.load(this.dma.devCtx, kInvalWord));
+        if (at >= 0) {
+          if (write) copyBytes(buf, off + done, c.mem, at, n);
+          else copyBytes(c.mem, at, buf, off + done, n);
+          Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
+          done += n;
+          continue;
+        }
+      }
+      this.dma.tph = tph;
+      const rec = write ? this.dRec : this.sRec;
       for (let o = 0; r === Xfer.OK && o < n; ) {
         if (!this.runAt(idx, iova + done + o, p)) r = write ? Xfer.DST_ERR : Xfer.SRC_ERR;
         else {
           const m = Math.min(p.left, n - o);
-          const at = off + done + o;
-          const st = write
-            ? p.bus
-              ? dmaWriteBus(this.dma, p.addr, buf, at, m)
-              : dmaWrite(this.dma, p.addr, buf, at, m)
-            : p.bus
-              ? dmaReadBus(this.dma, p.addr, m, buf, at)
-              : dmaRead(this.dma, p.addr, m, buf, at);
-          if (st !== 0) r = Xfer.DMA_ERR;
+          const mttLeft = p.left;
+          const first = tph === 0 && o === 0 ? rec : null;
+          if (dmaXfer(this.dma, write, p.bus, p.addr, buf, off + done + o, m, first) !== 0) r = Xfer.DMA_ERR;
+          else if (first !== null) this.fill(c, idx, iova + done, mttLeft, first);
           o += m;
         }
       }
@@ -294,85 +277,60 @@ export class MkeyEngine {
     const sTph = this.tphOf(si);
     const dTph = this.tphOf(di);
     const cacheable = sTph === 0 && dTph === 0;
-    if (cacheable && this.cachedCopy(si, sIova, di, dIova, n)) return Xfer.OK;
-    const first = cacheable ? this.first : null;
+    if (cacheable) {
+      const inval = Atomics.load(this.dma.devCtx, kInvalWord);
+      const so = this.hit(this.cs, si, sIova, n, inval);
+      const dOff = so < 0 ? -1 : this.hit(this.cd, di, dIova, n, inval);
+      if (dOff >= 0) {
+        copyBytes(this.cs.mem, so, this.cd.mem, dOff, n);
+        return Xfer.OK;
+      }
+    }
     for (let o = 0; o < n; ) {
       if (!this.runAt(si, sIova + o, s)) return Xfer.SRC_ERR;
       if (!this.runAt(di, dIova + o, d)) return Xfer.DST_ERR;
       const m = Math.min(s.left, d.left, n - o);
+      const rec = cacheable && o === 0;
       const sLeft = s.left;
       const dLeft = d.left;
-      if (
-        dmaCopyTph(
-          this.dma,
-          s.addr,
-          s.bus,
-          this.dma,
-          d.addr,
-          d.bus,
-          m,
-          sTph,
-          dTph,
-          o === 0 ? first : null,
-        ) !== 0
-      )
+      const sr = rec ? this.sRec : null;
+      const dr = rec ? this.dRec : null;
+      if (dmaCopyTph(this.dma, s.addr, s.bus, this.dma, d.addr, d.bus, m, sTph, dTph, sr, dr) !== 0)
         return Xfer.DMA_ERR;
-      if (o === 0 && first !== null && first.plain) {
-        // the entries reach as far as both the MTT run and the DMA run go.
-        const h = this.hca;
-        xltFill(
-          this.cs,
-          si,
-          h[hcaMkeyBase(si) + Mlx5Mkey.XLT_GEN],
-          first.sInval,
-          sIova,
-          Math.min(sLeft, first.sRun),
-          first.sMem,
-          first.sOff,
-        );
-        xltFill(
-          this.cd,
-          di,
-          h[hcaMkeyBase(di) + Mlx5Mkey.XLT_GEN],
-          first.dInval,
-          dIova,
-          Math.min(dLeft, first.dRun),
-          first.dMem,
-          first.dOff,
-        );
+      if (rec) {
+        this.fill(this.cs, si, sIova, sLeft, this.sRec);
+        this.fill(this.cd, di, dIova, dLeft, this.dRec);
       }
       o += m;
     }
     return Xfer.OK;
   }
 
-  // DOC: translation cache. True if the copy was done from the cached entries.
-  private cachedCopy(si: number, sIova: number, di: number, dIova: number, n: number): boolean {
-    const cs = this.cs;
-    const cd = this.cd;
-    if (
-      cs.idx !== si ||
-      cd.idx !== di ||
-      sIova < cs.i0 ||
-      sIova + n > cs.i1 ||
-      dIova < cd.i0 ||
-      dIova + n > cd.i1
-    )
-      return false;
-    const h = this.hca;
-    if (h[hcaMkeyBase(si) + Mlx5Mkey.XLT_GEN] !== cs.gen || h[hcaMkeyBase(di) + Mlx5Mkey.XLT_GEN] !== cd.gen)
-      return false;
-    const dma = this.dma;
-    if (dma.hook !== null) return false;
-    const inval = Atomics.load(dma.devCtx, kInvalWord);
-    if (inval !== cs.inval || inval !== cd.inval) return false;
-    const sm = cs.mem;
-    const dm = cd.mem;
-    const so = cs.off0 + (sIova - cs.i0);
-    const dOff = cd.off0 + (dIova - cd.i0);
-    if (n <= kSmallCopy) for (let i = 0; i < n; i++) dm[dOff + i] = sm[so + i];
-    else dm.set(sm.subarray(so, so + n), dOff);
-    return true;
+  /**
+   * DOC: translation cache. Where [iova, iova + n) of mkey `idx` starts in `c.mem` if `c` holds it
+   * and is still valid under DevCtx INVAL `inval`, else -1. Inside the announced access, after
+   * usable() loaded XLT = PRESENT for `idx`.
+   */
+  private hit(c: XltCache, idx: number, iova: number, n: number, inval: number): number {
+    if (c.idx !== idx || iova < c.i0 || iova + n > c.i1 || c.inval !== inval) return -1;
+    if (this.hca[hcaMkeyBase(idx) + Mlx5Mkey.XLT_GEN] !== c.gen || this.dma.hook !== null) return -1;
+    return c.off0 + (iova - c.i0);
+  }
+
+  // DOC: translation cache. After a successful access whose first run `r` started at `iova` with
+  // `mttLeft` bytes left in its MTT run: the entry reaches as far as both runs go.
+  private fill(c: XltCache, idx: number, iova: number, mttLeft: number, r: DmaRunRecord): void {
+    if (!r.plain) {
+      c.idx = -1;
+      return;
+    }
+    c.idx = idx;
+    c.gen = this.hca[hcaMkeyBase(idx) + Mlx5Mkey.XLT_GEN];
+    c.inval = r.inval;
+    c.i0 = iova;
+    c.i1 = iova + Math.min(mttLeft, r.run);
+    c.mem = r.mem;
+    c.off0 = r.off;
   }
 
   /**
