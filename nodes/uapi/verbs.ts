@@ -190,6 +190,8 @@ export interface UserMem {
 interface ProcVerbs {
   contexts: Set<IbvContext>;
   maps: Map<number, UserPages>;
+  /** The mapping `mapping()` found last (checked against `maps` before use). */
+  lastMap?: UserPages;
 }
 const procs = new WeakMap<Process, ProcVerbs>();
 
@@ -416,7 +418,16 @@ export function munmap(proc: Process, addr: number): void {
 }
 
 function mapping(proc: Process, addr: number, length: number): UserPages | undefined {
-  for (const m of state(proc).maps.values()) if (addr >= m.va && addr + length <= m.va + m.length) return m;
+  const st = state(proc);
+  const maps = st.maps;
+  // posts keep using one buffer: look at the last mapping found first (if still mapped).
+  const c = st.lastMap;
+  if (c !== undefined && addr >= c.va && addr + length <= c.va + c.length && maps.get(c.va) === c) return c;
+  for (const m of maps.values())
+    if (addr >= m.va && addr + length <= m.va + m.length) {
+      st.lastMap = m;
+      return m;
+    }
   return undefined;
 }
 
@@ -577,13 +588,13 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
         (flags & IbvSendFlags.IBV_SEND_INLINE) !== 0 &&
         wr.opcode !== IbvWrOpcode.IBV_WR_RDMA_READ &&
         !ibvWrIsAtomic(wr.opcode);
-      let data: Uint8Array | null = null;
+      let data: UserPages | null = null;
       if (inline && sge !== null) {
         if (sge.length > qp.qp.cap.max_inline_data)
           throw postErr(fn, i, `: inline ${sge.length} bytes > max_inline_data`);
         const m = mapping(qp.context.proc, sge.addr, sge.length);
         if (!m) throw Object.assign(err('EFAULT', `${fn}: wr[${i}] inline data is not mapped`), { badWr: i });
-        data = m.bytes.subarray(sge.addr - m.va, sge.addr - m.va + sge.length);
+        data = m;
       }
       const atomic = ibvWrIsAtomic(wr.opcode) ? wr.wr?.atomic : undefined;
       let operands: [number, number, number, number] | null = null;
@@ -615,10 +626,14 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
       ringPutU64(w, s + SendWqe.RADDR_LO, rdma?.remote_addr ?? 0);
       w[s + SendWqe.RKEY] = rdma?.rkey ?? 0;
       w[s + SendWqe.IMM] = (wr.imm_data ?? 0) | 0;
-      if (data !== null) {
-        w[s + SendWqe.NSGE] = data.length;
+      if (data !== null && sge !== null) {
+        // the bytes into the WQE (a loop: no subarray per post for at most MLX5_MAX_INLINE bytes).
+        const n = sge.length;
+        const src = data.bytes;
+        const at = sge.addr - data.va;
+        w[s + SendWqe.NSGE] = n;
         inlineBytes.fill(0);
-        inlineBytes.set(data);
+        for (let k = 0; k < n; k++) inlineBytes[k] = src[at + k];
         for (let k = 0; k < MLX5_MAX_INLINE / 4; k++) w[s + SEND_WQE_INLINE + k] = inlineWords[k];
       } else if (sge === null) w[s + SendWqe.NSGE] = 0;
       else {
