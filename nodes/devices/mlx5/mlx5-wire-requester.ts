@@ -306,6 +306,34 @@ function progress(qp: QpHw, psn: number, now: number): void {
   qp.rnrCount = 0;
 }
 
+/**
+ * Place `len` response bytes (`buf` at `off`) into the local buffer of the WQE at SQ position `p`
+ * (slot word `base`), `at` bytes in. 1: placed; -1: our MR refused them (the WQE completes
+ * LOC_PROT_ERR); 0: our ODP MR is faulting: the requester stalls, hold the packet and retry.
+ */
+function placeLocal(
+  eng: MkeyEngine,
+  qp: QpHw,
+  p: number,
+  base: number,
+  at: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+): number {
+  const laddr = ringGetU64(qp.sq, base + SendWqe.SGE_ADDR_LO);
+  const x = eng.bytesToMr(buf, off, qp.sq[base + SendWqe.SGE_LKEY], laddr + at, len, qp.qpn, true);
+  if (x === Xfer.OK) return 1;
+  if (x === Xfer.DST_FAULT) {
+    qp.stalled = true;
+    qp.stallIdx = eng.faultIdx;
+    return 0;
+  }
+  qp.pendingErr = p;
+  qp.pendingStatus = IbvWcStatus.IBV_WC_LOC_PROT_ERR;
+  return -1;
+}
+
 function readResponse(eng: MkeyEngine, qp: QpHw, l: Link, s: number, psn: number, now: number): boolean {
   const p = posOfPsn(qp, psn);
   if (p < 0 || p === qp.sqNext) return true;
@@ -318,26 +346,8 @@ function readResponse(eng: MkeyEngine, qp: QpHw, l: Link, s: number, psn: number
   if (psn !== qp.wqeFirstPsn[slot] + Math.floor(got / seg)) return true; // duplicate or gap: drop
   const len = w[s + WirePkt.LEN];
   if (len > 0) {
-    const laddr = ringGetU64(qp.sq, base + SendWqe.SGE_ADDR_LO);
-    const x = eng.bytesToMr(
-      l.link.rxData,
-      w[s + WirePkt.DATA_OFF],
-      qp.sq[base + SendWqe.SGE_LKEY],
-      laddr + got,
-      len,
-      qp.qpn,
-      true,
-    );
-    if (x === Xfer.DST_FAULT) {
-      qp.stalled = true;
-      qp.stallIdx = eng.faultIdx;
-      return false;
-    }
-    if (x !== Xfer.OK) {
-      qp.pendingErr = p;
-      qp.pendingStatus = IbvWcStatus.IBV_WC_LOC_PROT_ERR;
-      return true;
-    }
+    const placed = placeLocal(eng, qp, p, base, got, l.link.rxData, w[s + WirePkt.DATA_OFF], len);
+    if (placed <= 0) return placed !== 0; // -1: consumed (the WQE fails), 0: held
   }
   const total = sgeLen(qp, base);
   qp.wqeReadGot[slot] = got + len >= total ? -1 : got + len;
@@ -361,25 +371,8 @@ function atomicResponse(eng: MkeyEngine, qp: QpHw, l: Link, s: number, psn: numb
   const w = l.link.rxWords;
   origWords[0] = w[s + WireAtomicResp.ORIG_LO];
   origWords[1] = w[s + WireAtomicResp.ORIG_HI];
-  const x = eng.bytesToMr(
-    atomicResultBytes(origWords),
-    0,
-    qp.sq[base + SendWqe.SGE_LKEY],
-    ringGetU64(qp.sq, base + SendWqe.SGE_ADDR_LO),
-    ATOMIC_BYTES,
-    qp.qpn,
-    true,
-  );
-  if (x === Xfer.DST_FAULT) {
-    qp.stalled = true;
-    qp.stallIdx = eng.faultIdx;
-    return false;
-  }
-  if (x !== Xfer.OK) {
-    qp.pendingErr = p;
-    qp.pendingStatus = IbvWcStatus.IBV_WC_LOC_PROT_ERR;
-    return true;
-  }
+  const placed = placeLocal(eng, qp, p, base, 0, atomicResultBytes(origWords), 0, ATOMIC_BYTES);
+  if (placed <= 0) return placed !== 0; // -1: consumed (the WQE fails), 0: held
   qp.wqeReadGot[slot] = -1;
   // the responder runs requests in PSN order: its response acknowledges every PSN up to this one.
   if (psn > qp.ackedPsn) progress(qp, psn, now);

@@ -24,7 +24,6 @@ import { ATOMIC_SAVED, type QpHw } from '../../devices/mlx5/mlx5-qp.ts';
 import type { Link } from '../../devices/mlx5/mlx5-wire-requester.ts';
 import { wireReceive } from '../../devices/mlx5/mlx5-wire-responder.ts';
 import {
-  IbvAccess,
   IbvSendFlags,
   type IbvSendWr,
   IbvWcOpcode,
@@ -34,39 +33,14 @@ import {
   ibvRegDmabufMr,
   ibvRegMr,
   mmapAnonymous,
-  type UserMem,
 } from '../../uapi/verbs.ts';
 import { ALL_ACCESS, MS, mockBuf, pollN, rcPair, rdmaHost, rdmaTeardown } from './fixtures/rdma-host.ts';
+import { ATOMIC_ACCESS, atomic, setU64, u64 } from './fixtures/atomics.ts';
 
 afterEach(rdmaTeardown);
 
 const SIG = IbvSendFlags.IBV_SEND_SIGNALED;
-/** QP and MR access with REMOTE_ATOMIC (ALL_ACCESS has none). */
-const ATOMIC_ACCESS = ALL_ACCESS | IbvAccess.IBV_ACCESS_REMOTE_ATOMIC;
 const { IBV_WR_ATOMIC_CMP_AND_SWP: CAS, IBV_WR_ATOMIC_FETCH_AND_ADD: FAA } = IbvWrOpcode;
-
-function atomic(
-  id: number,
-  op: number,
-  local: { addr: number; lkey: number; length?: number },
-  remote: { addr: number; rkey: number },
-  compareAdd: bigint | number,
-  swap: bigint | number = 0,
-): IbvSendWr {
-  return {
-    wr_id: id,
-    opcode: op,
-    send_flags: SIG,
-    sg_list: [{ addr: local.addr, length: local.length ?? 8, lkey: local.lkey }],
-    wr: { atomic: { remote_addr: remote.addr, rkey: remote.rkey, compare_add: compareAdd, swap } },
-  };
-}
-
-// The u64 at `off` of user memory, host (little-endian) order, as the HCA reads it.
-const u64 = (m: UserMem, off: number): bigint =>
-  new DataView(m.bytes.buffer, m.bytes.byteOffset).getBigUint64(off, true);
-const setU64 = (m: UserMem, off: number, v: bigint): void =>
-  new DataView(m.bytes.buffer, m.bytes.byteOffset).setBigUint64(off, v, true);
 
 /** Requester QP a on mlx5_0, responder QP b on mlx5_1, a result buffer and a target. */
 async function twoHcas(resBytes = 4096) {

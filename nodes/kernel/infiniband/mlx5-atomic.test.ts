@@ -7,10 +7,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
 import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import {
-  IbvAccess,
   IbvAtomicCap,
   IbvSendFlags,
-  type IbvSendWr,
   IbvWcOpcode,
   IbvWcStatus as S,
   IbvWrOpcode,
@@ -19,7 +17,6 @@ import {
   ibvRegDmabufMr,
   ibvRegMr,
   mmapAnonymous,
-  type UserMem,
 } from '../../uapi/verbs.ts';
 import {
   ALL_ACCESS,
@@ -32,36 +29,12 @@ import {
   rdmaHost,
   rdmaTeardown,
 } from './fixtures/rdma-host.ts';
+import { ATOMIC_ACCESS, atomic, setU64, u64 } from './fixtures/atomics.ts';
 
 afterEach(rdmaTeardown);
 
-const SIG = IbvSendFlags.IBV_SEND_SIGNALED;
-/** QP and MR access with REMOTE_ATOMIC (ALL_ACCESS has none). */
-const ATOMIC_ACCESS = ALL_ACCESS | IbvAccess.IBV_ACCESS_REMOTE_ATOMIC;
+const _SIG = IbvSendFlags.IBV_SEND_SIGNALED;
 const { IBV_WR_ATOMIC_CMP_AND_SWP: CAS, IBV_WR_ATOMIC_FETCH_AND_ADD: FAA } = IbvWrOpcode;
-
-function atomic(
-  id: number,
-  op: number,
-  local: { addr: number; lkey: number; length?: number },
-  remote: { addr: number; rkey: number },
-  compareAdd: bigint | number,
-  swap: bigint | number = 0,
-): IbvSendWr {
-  return {
-    wr_id: id,
-    opcode: op,
-    send_flags: SIG,
-    sg_list: [{ addr: local.addr, length: local.length ?? 8, lkey: local.lkey }],
-    wr: { atomic: { remote_addr: remote.addr, rkey: remote.rkey, compare_add: compareAdd, swap } },
-  };
-}
-
-// The u64 at `off` of user memory, host (little-endian) order, as the HCA reads it.
-const u64 = (m: UserMem, off: number): bigint =>
-  new DataView(m.bytes.buffer, m.bytes.byteOffset).getBigUint64(off, true);
-const setU64 = (m: UserMem, off: number, v: bigint): void =>
-  new DataView(m.bytes.buffer, m.bytes.byteOffset).setBigUint64(off, v, true);
 
 async function loopback() {
   const h = await rdmaHost();
