@@ -218,12 +218,17 @@ export class QpHw {
   atomicPos = -1;
   readonly atomicOrig = new Uint32Array(2);
   /**
-   * Wire responder: the last ATOMIC_SAVED atomic responses by request PSN (slot psn & mask), so a
-   * duplicate atomic request is answered with the saved value instead of running again (IBA
-   * 9.4.5: the responder keeps as many as max_dest_rd_atomic). PSN -1: empty.
+   * Wire responder: the responses of the last ATOMIC_SAVED atomics it ran (request PSN and the
+   * original value), in a ring whose next slot is atomicRespNext, so a duplicate atomic request
+   * is answered with the saved value instead of running again (IBA 9.4.5: the responder keeps as
+   * many as max_dest_rd_atomic; a requester has at most max_rd_atomic <= ATOMIC_SAVED READs and
+   * atomics outstanding, so every one it may still ask for is here). PSN -1: empty.
    */
   readonly atomicRespPsn = new Float64Array(ATOMIC_SAVED).fill(-1);
   readonly atomicRespVal = new Uint32Array(2 * ATOMIC_SAVED);
+  atomicRespNext = 0;
+  /** Saved slot of an atomic response the link had no room for yet (sent before anything else). */
+  atomicRespHeld = -1;
   // responder
   rqTail = 0;
   epsn = 0;
@@ -398,6 +403,7 @@ export class QpHw {
     this.pendingErr = -1;
     this.atomicPos = -1;
     this.atomicRespPsn.fill(-1);
+    this.atomicRespHeld = -1;
     this.peer = null;
   }
 }

@@ -4,7 +4,8 @@
  * responder QP enters ERR); RNR is answered when no receive is posted or the target ODP MR is
  * faulting, and later segments are dropped until the requester goes back to the NAKed PSN
  * (go-back-N). RDMA READ responses are streamed as the link has room. An atomic runs once: its
- * response is saved by PSN, and a duplicate request gets the saved value back. Responses to our own
+ * response is saved (the last ATOMIC_SAVED), and a duplicate request gets the saved value back;
+ * a response the link has no room for is held, like READ responses, so no later ACK overtakes it. Responses to our own
  * requests are handed to the requester half (mlx5-wire-requester.ts).
  *
  * Runs in the device worker.
@@ -51,6 +52,7 @@ export function wireReceive(eng: MkeyEngine, qp: QpHw, l: Link, now: number): nu
   let n = 0;
   for (;;) {
     if (qp.readPsn >= 0 && !serveRead(eng, qp, l)) break;
+    if (qp.atomicRespHeld >= 0 && !atomicRespondHeld(qp, l)) break;
     const s = link.rxPeek();
     if (s < 0) break;
     const op = w[s + WirePkt.OP];
@@ -206,13 +208,25 @@ function atomicRequest(eng: MkeyEngine, qp: QpHw, l: Link, s: number, raddr: num
   ops.swpHi = w[s + WireAtomicReq.SWAP_HI] >>> 0;
   const x = atomicExecute(eng, qp.qpn, rkey, raddr, ops, orig);
   if (x !== Resp.ACK) return x;
-  const psn = w[s + WirePkt.PSN];
-  const slot = psn & (ATOMIC_SAVED - 1);
-  qp.atomicRespPsn[slot] = psn;
+  const slot = qp.atomicRespNext;
+  qp.atomicRespNext = (slot + 1) & (ATOMIC_SAVED - 1);
+  qp.atomicRespPsn[slot] = w[s + WirePkt.PSN];
   qp.atomicRespVal[2 * slot] = orig[0];
   qp.atomicRespVal[2 * slot + 1] = orig[1];
-  atomicRespond(l, psn, orig[0], orig[1]);
+  // a response the link has no room for is held, not dropped: nothing after it is answered (or
+  // ACKed) before it, so no later ACK can tell the requester it was done (as READ responses).
+  qp.atomicRespHeld = slot;
+  atomicRespondHeld(qp, l);
   return Resp.ACK;
+}
+
+/** Send the held atomic response. False while the link has no room. */
+function atomicRespondHeld(qp: QpHw, l: Link): boolean {
+  const slot = qp.atomicRespHeld;
+  if (!atomicRespond(l, qp.atomicRespPsn[slot], qp.atomicRespVal[2 * slot], qp.atomicRespVal[2 * slot + 1]))
+    return false;
+  qp.atomicRespHeld = -1;
+  return true;
 }
 
 /**
@@ -221,19 +235,23 @@ function atomicRequest(eng: MkeyEngine, qp: QpHw, l: Link, s: number, raddr: num
  * ATOMIC_SAVED later atomics) it is dropped, like a duplicate READ we cannot serve now.
  */
 function atomicReplay(qp: QpHw, l: Link, psn: number): void {
-  const slot = psn & (ATOMIC_SAVED - 1);
-  if (qp.atomicRespPsn[slot] !== psn) return;
-  atomicRespond(l, psn, qp.atomicRespVal[2 * slot], qp.atomicRespVal[2 * slot + 1]);
+  const slot = qp.atomicRespPsn.indexOf(psn);
+  if (slot < 0) return;
+  // held like a first response: the duplicates after it must not be ACKed before it.
+  qp.atomicRespHeld = slot;
+  atomicRespondHeld(qp, l);
 }
 
-function atomicRespond(l: Link, psn: number, lo: number, hi: number): void {
+/** One ATOMIC_RESP; false if the link had no room (nothing sent). */
+function atomicRespond(l: Link, psn: number, lo: number, hi: number): boolean {
   const s = l.link.txClaim(0);
-  if (s < 0) return; // no room: the requester's ACK timer asks again
+  if (s < 0) return false;
   const w = l.link.txWords;
   control(w, s, WireOp.ATOMIC_RESP, psn, 0, 0);
   w[s + WireAtomicResp.ORIG_LO] = lo;
   w[s + WireAtomicResp.ORIG_HI] = hi;
   l.link.txCommit();
+  return true;
 }
 
 function startRead(qp: QpHw, w: Int32Array, s: number, dup: boolean): void {

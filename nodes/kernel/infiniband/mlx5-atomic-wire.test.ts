@@ -248,6 +248,8 @@ function responderRig() {
     attrs: { accessFlags: ATOMIC_ACCESS },
     atomicRespPsn: new Float64Array(ATOMIC_SAVED).fill(-1),
     atomicRespVal: new Uint32Array(2 * ATOMIC_SAVED),
+    atomicRespNext: 0,
+    atomicRespHeld: -1,
   } as unknown as QpHw;
   /** Send a FETCH_AND_ADD of `add` at `psn` to the responder and let it run. */
   function fetchAdd(psn: number, add: number): void {
@@ -278,7 +280,17 @@ function responderRig() {
     }
     return out;
   }
-  return { qp, mem, fetchAdd, responses, runs: () => runs };
+  /** Fill the responder's transmit ring with ACKs until it has no room; returns how many. */
+  function fillLink(): number {
+    let n = 0;
+    for (let s = l.link.txClaim(0); s >= 0; s = l.link.txClaim(0), n++) {
+      l.link.txWords[s + WirePkt.OP] = WireOp.ACK;
+      l.link.txWords[s + WirePkt.PSN] = -1;
+      l.link.txCommit();
+    }
+    return n;
+  }
+  return { qp, mem, fetchAdd, responses, fillLink, poll: () => wireReceive(eng, qp, l, 0), runs: () => runs };
 }
 
 describe('mlx5 wire responder: duplicate atomic requests', () => {
@@ -310,5 +322,24 @@ describe('mlx5 wire responder: duplicate atomic requests', () => {
     r.fetchAdd(200, 2);
     expect(r.responses()).toEqual([]);
     expect(r.qp.epsn).toBe(101 + ATOMIC_SAVED);
+  });
+
+  it('mlx5 - an atomic response the link has no room for is held, not dropped: it goes out first once there is room, before any later request is answered', () => {
+    const r = responderRig();
+    r.mem[0] = 5n;
+    expect(r.fillLink()).toBeGreaterThan(0);
+    r.fetchAdd(100, 1); // runs; its response has no room
+    r.fetchAdd(101, 1); // must wait behind it (not run, not answered)
+    expect(r.mem[0]).toBe(6n);
+    expect(r.runs()).toBe(1);
+    const acks = r.responses(); // the filler; the link has room again
+    expect(acks.every(([op]) => op === WireOp.ACK)).toBe(true);
+    r.poll();
+    expect(r.responses()).toEqual([
+      [WireOp.ATOMIC_RESP, 100, 5n],
+      [WireOp.ATOMIC_RESP, 101, 6n],
+    ]);
+    expect(r.mem[0]).toBe(7n);
+    expect(r.runs()).toBe(2);
   });
 });
