@@ -413,7 +413,9 @@ export function munmap(proc: Process, addr: number): void {
     const m = state(proc).maps.get(addr);
     if (!m) throw err('EINVAL', `munmap: addr 0x${Number(addr).toString(16)} is not a mapping`);
     userPagesFree(proc.kernel, m);
-    state(proc).maps.delete(addr);
+    const st = state(proc);
+    st.maps.delete(addr);
+    if (st.lastMap?.va === addr) st.lastMap = undefined;
   });
 }
 
@@ -805,9 +807,10 @@ export async function ibvGetCqEvent(channel: IbvCompChannel, timeoutMs: number):
   if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0)
     throw err('EINVAL', `ibv_get_cq_event: timeoutMs ${String(timeoutMs)} must be a number >= 0`);
   const end = performance.now() + timeoutMs;
+  // one wait per CQ at a time: a wait that did not settle carries over to the next pass.
+  const waiting = new Map<IbvCq, Promise<unknown>>();
   for (;;) {
     const left = end - performance.now();
-    const waits: Promise<unknown>[] = [];
     for (const cq of channel.cqs) {
       const h = cq.context.hca;
       const base = hcaCqBase(cq.cq.cqn);
@@ -818,16 +821,20 @@ export async function ibvGetCqEvent(channel: IbvCompChannel, timeoutMs: number):
         cq.eventsUnacked++;
         return cq;
       }
-      if (left > 0) {
+      if (left > 0 && !waiting.has(cq)) {
         Atomics.store(h, base + Mlx5CqCtx.DB_NEED_WAKEUP, 1);
         const r = Atomics.waitAsync(h, base + Mlx5CqCtx.DB, seen, left);
-        if (r.async) waits.push(r.value);
+        if (r.async)
+          waiting.set(
+            cq,
+            r.value.then(() => waiting.delete(cq)),
+          );
       }
     }
     if (left <= 0 || channel.cqs.size === 0) return null;
-    // a doorbell moved or the wait timed out: look again. NEED_WAKEUP stays set: it only costs
+    // a doorbell moved or a wait timed out: look again. NEED_WAKEUP stays set: it only costs
     // the device a futex wake per batch while a reader may be waiting.
-    if (waits.length > 0) await Promise.race(waits);
+    if (waiting.size > 0) await Promise.race(waiting.values());
   }
 }
 

@@ -32,6 +32,7 @@ import {
   MLX5_MAX_CQ,
   MLX5_MAX_QP,
   Mlx5Cmd,
+  Mlx5CqArm,
   Mlx5CqCtx,
   Mlx5CqState,
   Mlx5Ctl,
@@ -212,6 +213,9 @@ export class Mlx5Hca implements DeviceModel {
         const cq = new CqHw(p.cqn, p.ring, this.hca!, this.eq!);
         this.cqs[p.cqn] = cq;
         this.liveCqs.push(cq);
+        // a reused CQ number starts unarmed and with no events (userspace counts from 0).
+        Atomics.store(this.hca!, hcaCqBase(p.cqn) + Mlx5CqCtx.ARM, Mlx5CqArm.NONE);
+        Atomics.store(this.hca!, hcaCqBase(p.cqn) + Mlx5CqCtx.EVENTS, 0);
         Atomics.store(this.hca!, hcaCqBase(p.cqn) + Mlx5CqCtx.STATE, Mlx5CqState.OK);
         Atomics.store(this.hca!, hcaCqBase(p.cqn) + Mlx5CqCtx.VALID, 1);
         return 0;

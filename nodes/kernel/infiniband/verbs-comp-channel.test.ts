@@ -3,8 +3,9 @@
 // a solicited-only arm fires for a SEND with IBV_SEND_SOLICITED (loopback and over the wire) or an
 // error completion and not for the others, and unacknowledged events keep the CQ alive.
 import { afterEach, describe, expect, it } from 'vitest';
+import { CrashMode, DeviceOp } from '../../fabric/device-queue-layout.ts';
 import { DoorbellWord, doorbellRead } from '../../fabric/doorbell.ts';
-import { hcaCqBase, Mlx5CqCtx } from '../../fabric/mlx5-layout.ts';
+import { hcaCqBase, MLX5_MAX_CQ, Mlx5CqArm, Mlx5CqCtx } from '../../fabric/mlx5-layout.ts';
 import {
   type IbvCq,
   type IbvPd,
@@ -36,6 +37,7 @@ import {
   qpEnd,
   rdmaHost,
   rdmaTeardown,
+  START_MS,
 } from './fixtures/rdma-host.ts';
 
 afterEach(rdmaTeardown);
@@ -110,6 +112,56 @@ describe('verbs completion channel', () => {
     expect(() => ibvAckCqEvents(cq, 3)).toThrow(/EINVAL.*n 3/);
     ibvAckCqEvents(cq, 2);
     expect(() => ibvDestroyCompChannel(ch)).toThrow(/EBUSY/);
+  });
+
+  it('verbs - a new CQ starts unarmed with no events, whatever the context of its number held before', async () => {
+    const h = await rdmaHost();
+    const ctx = h.ctxs[0];
+    // what a destroyed CQ can leave behind in any CQ context: armed, events counted.
+    for (let cqn = 0; cqn < MLX5_MAX_CQ; cqn++) {
+      Atomics.store(ctx.hca, hcaCqBase(cqn) + Mlx5CqCtx.ARM, Mlx5CqArm.NEXT);
+      Atomics.store(ctx.hca, hcaCqBase(cqn) + Mlx5CqCtx.EVENTS, 3);
+    }
+    const ch = ibvCreateCompChannel(ctx);
+    const cq = await ibvCreateCq(ctx, 16, ch);
+    const b = await qpEnd(ctx, 16);
+    const a = await qpOn(b.pd, cq);
+    await connect(a, b);
+    await connect(b, a);
+    expect(cqnOf(await ibvGetCqEvent(ch, 0))).toBeNull();
+    const buf = mmapAnonymous(h.proc, 4096);
+    const mr = ibvRegMr(b.pd, buf.addr, 4096, ALL_ACCESS);
+    const seen = doorbellRead(ctx.hca, hcaCqBase(cq.cq.cqn) + Mlx5CqCtx.DB);
+    ibvPostSend(a.qp, {
+      wr_id: 1,
+      opcode: IbvWrOpcode.IBV_WR_RDMA_WRITE,
+      send_flags: SIG,
+      sg_list: [{ addr: buf.addr, length: 8, lkey: mr.lkey }],
+      wr: { rdma: { remote_addr: buf.addr + 64, rkey: mr.rkey } },
+    });
+    expect((await pollN(cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+    // never armed: its completion raised no event.
+    await doorbellPast(cq, seen);
+    expect(cqnOf(await ibvGetCqEvent(ch, 0))).toBeNull();
+  });
+
+  it('verbs - a device that dies wakes a reader of an armed CQ with its completion event; poll_cq then flushes', async () => {
+    const h = await rdmaHost({ nic: { testHooks: true } });
+    const ctx = h.ctxs[0];
+    const ch = ibvCreateCompChannel(ctx);
+    const cq = await ibvCreateCq(ctx, 16, ch);
+    const b = await qpEnd(ctx, 16);
+    const a = await qpOn(b.pd, cq);
+    await connect(a, b);
+    await connect(b, a);
+    ibvPostRecv(a.qp, { wr_id: 7 });
+    ibvReqNotifyCq(cq);
+    const ev = ibvGetCqEvent(ch, START_MS);
+    h.nics[0].host.submit({ opcode: DeviceOp.CRASH, arg0: CrashMode.THROW });
+    h.nics[0].kick();
+    expect(cqnOf(await ev)).toBe(cq.cq.cqn);
+    expect((await pollN(cq, 1))[0]).toMatchObject({ wr_id: 7, status: S.IBV_WC_WR_FLUSH_ERR });
+    ibvAckCqEvents(cq, 1);
   });
 
   for (const nics of [1, 2]) {

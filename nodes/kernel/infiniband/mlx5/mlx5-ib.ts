@@ -39,6 +39,7 @@ import {
   hcaCqBase,
   hcaCreate,
   Mlx5Cmd,
+  Mlx5CqArm,
   Mlx5CqCtx,
   Mlx5Ctl,
   Mlx5Eqe,
@@ -212,8 +213,14 @@ export class Mlx5Dev {
     Atomics.store(this.hca, Mlx5Ctl.FATAL, 1);
     trace('rdmaDeviceFatal', () => ({ dev: this.name }));
     if (this.eqArmed) doorbellKick(this.hca, Mlx5Ctl.EQ_DB);
-    // wake completion waiters: their poll_cq now flushes in software.
-    for (const cqn of this.cqns) doorbellKick(this.hca, hcaCqBase(cqn) + Mlx5CqCtx.DB);
+    // wake completion waiters: their poll_cq now flushes in software. An armed CQ gets its
+    // completion event (mlx5_ib_handle_internal_error calls the comp handler of armed CQs).
+    for (const cqn of this.cqns) {
+      const base = hcaCqBase(cqn);
+      if (Atomics.exchange(this.hca, base + Mlx5CqCtx.ARM, Mlx5CqArm.NONE) !== Mlx5CqArm.NONE)
+        Atomics.add(this.hca, base + Mlx5CqCtx.EVENTS, 1);
+      doorbellKick(this.hca, base + Mlx5CqCtx.DB);
+    }
   }
 }
 
