@@ -233,6 +233,7 @@ export class MkeyEngine {
       }
       this.dma.tph = tph;
       const rec = write ? this.dRec : this.sRec;
+      const gen = h[hcaMkeyBase(idx) + Mlx5Mkey.XLT_GEN];
       for (let o = 0; r === Xfer.OK && o < n; ) {
         if (!this.runAt(idx, iova + done + o, p)) r = write ? Xfer.DST_ERR : Xfer.SRC_ERR;
         else {
@@ -240,7 +241,7 @@ export class MkeyEngine {
           const mttLeft = p.left;
           const first = tph === 0 && o === 0 ? rec : null;
           if (dmaXfer(this.dma, write, p.bus, p.addr, buf, off + done + o, m, first) !== 0) r = Xfer.DMA_ERR;
-          else if (first !== null) this.fill(c, idx, iova + done, mttLeft, first);
+          else if (first !== null) this.fill(c, idx, gen, iova + done, mttLeft, first);
           o += m;
         }
       }
@@ -286,6 +287,8 @@ export class MkeyEngine {
         return Xfer.OK;
       }
     }
+    const sGen = this.hca[hcaMkeyBase(si) + Mlx5Mkey.XLT_GEN];
+    const dGen = this.hca[hcaMkeyBase(di) + Mlx5Mkey.XLT_GEN];
     for (let o = 0; o < n; ) {
       if (!this.runAt(si, sIova + o, s)) return Xfer.SRC_ERR;
       if (!this.runAt(di, dIova + o, d)) return Xfer.DST_ERR;
@@ -298,8 +301,8 @@ export class MkeyEngine {
       if (dmaCopyTph(this.dma, s.addr, s.bus, this.dma, d.addr, d.bus, m, sTph, dTph, sr, dr) !== 0)
         return Xfer.DMA_ERR;
       if (rec) {
-        this.fill(this.cs, si, sIova, sLeft, this.sRec);
-        this.fill(this.cd, di, dIova, dLeft, this.dRec);
+        this.fill(this.cs, si, sGen, sIova, sLeft, this.sRec);
+        this.fill(this.cd, di, dGen, dIova, dLeft, this.dRec);
       }
       o += m;
     }
@@ -319,13 +322,15 @@ export class MkeyEngine {
 
   // DOC: translation cache. After a successful access whose first run `r` started at `iova` with
   // `mttLeft` bytes left in its MTT run: the entry reaches as far as both runs go.
-  private fill(c: XltCache, idx: number, iova: number, mttLeft: number, r: DmaRunRecord): void {
+  // `gen` is the XLT_GEN read before the MTT lookup of the access (a zap that gave up waiting for
+  // us and re-mapped meanwhile must not label the old translation with its new generation).
+  private fill(c: XltCache, idx: number, gen: number, iova: number, mttLeft: number, r: DmaRunRecord): void {
     if (!r.plain) {
       c.idx = -1;
       return;
     }
     c.idx = idx;
-    c.gen = this.hca[hcaMkeyBase(idx) + Mlx5Mkey.XLT_GEN];
+    c.gen = gen;
     c.inval = r.inval;
     c.i0 = iova;
     c.i1 = iova + Math.min(mttLeft, r.run);
