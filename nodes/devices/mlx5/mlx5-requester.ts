@@ -91,7 +91,7 @@ export function decodeSend(eng: MkeyEngine, qp: QpHw, base: number, out: LocalRe
     if (nsge < 0 || nsge > MLX5_MAX_INLINE) return IbvWcStatus.IBV_WC_LOC_LEN_ERR;
     for (let i = 0; i < MLX5_MAX_INLINE / 4; i++) inlineWords[i] = w[base + SEND_WQE_INLINE + i];
     out.len = nsge;
-    out.inline = inlineBuf.subarray(0, nsge);
+    out.inline = inlineBuf; // its first out.len bytes (no subarray per WQE)
     out.lkey = 0;
     out.laddr = 0;
     return IbvWcStatus.IBV_WC_SUCCESS;

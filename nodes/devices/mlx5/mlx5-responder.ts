@@ -147,7 +147,7 @@ export interface LocalReq {
   rkey: number;
   imm: number;
   len: number;
-  /** Local buffer (lkey/addr), or inline bytes when `inline` is set. */
+  /** Local buffer (lkey/addr), or inline bytes (the first `len` of `inline`) when it is set. */
   lkey: number;
   laddr: number;
   inline: Uint8Array | null;
