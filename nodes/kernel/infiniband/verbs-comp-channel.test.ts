@@ -7,6 +7,7 @@ import { CrashMode, DeviceOp } from '../../fabric/device-queue-layout.ts';
 import { DoorbellWord, doorbellRead } from '../../fabric/doorbell.ts';
 import { hcaCqBase, MLX5_MAX_CQ, Mlx5CqArm, Mlx5CqCtx } from '../../fabric/mlx5-layout.ts';
 import {
+  type IbvContext,
   type IbvCq,
   type IbvPd,
   IbvQpType,
@@ -62,6 +63,18 @@ async function doorbellPast(cq: IbvCq, seen: number): Promise<void> {
   }
 }
 
+// A completion channel, a CQ on it, and a connected loopback pair whose end `a` completes into
+// that CQ (`b` has its own CQ, without a channel).
+async function loopbackOnChannel(ctx: IbvContext) {
+  const ch = ibvCreateCompChannel(ctx);
+  const cq = await ibvCreateCq(ctx, 64, ch);
+  const b = await qpEnd(ctx, 16);
+  const a = await qpOn(b.pd, cq);
+  await connect(a, b);
+  await connect(b, a);
+  return { ch, cq, a, b };
+}
+
 // An RC QP end whose send and receive completions go to `cq` (qpEnd makes a CQ of its own).
 async function qpOn(pd: IbvPd, cq: IbvCq): Promise<QpEnd> {
   const qp = await ibvCreateQp(pd, {
@@ -77,12 +90,7 @@ describe('verbs completion channel', () => {
   it('verbs - an armed CQ raises one completion event on its channel; no second one until re-armed', async () => {
     const h = await rdmaHost();
     const ctx = h.ctxs[0];
-    const ch = ibvCreateCompChannel(ctx);
-    const cq = await ibvCreateCq(ctx, 64, ch);
-    const b = await qpEnd(ctx, 16);
-    const a = await qpOn(b.pd, cq);
-    await connect(a, b);
-    await connect(b, a);
+    const { ch, cq, a, b } = await loopbackOnChannel(ctx);
     expect(() => ibvReqNotifyCq(b.cq)).toThrow(/EINVAL.*no completion channel/);
     const buf = mmapAnonymous(h.proc, 4096);
     const mr = ibvRegMr(b.pd, buf.addr, 4096, ALL_ACCESS);
@@ -122,12 +130,7 @@ describe('verbs completion channel', () => {
       Atomics.store(ctx.hca, hcaCqBase(cqn) + Mlx5CqCtx.ARM, Mlx5CqArm.NEXT);
       Atomics.store(ctx.hca, hcaCqBase(cqn) + Mlx5CqCtx.EVENTS, 3);
     }
-    const ch = ibvCreateCompChannel(ctx);
-    const cq = await ibvCreateCq(ctx, 16, ch);
-    const b = await qpEnd(ctx, 16);
-    const a = await qpOn(b.pd, cq);
-    await connect(a, b);
-    await connect(b, a);
+    const { ch, cq, a, b } = await loopbackOnChannel(ctx);
     expect(cqnOf(await ibvGetCqEvent(ch, 0))).toBeNull();
     const buf = mmapAnonymous(h.proc, 4096);
     const mr = ibvRegMr(b.pd, buf.addr, 4096, ALL_ACCESS);
@@ -148,12 +151,7 @@ describe('verbs completion channel', () => {
   it('verbs - a device that dies wakes a reader of an armed CQ with its completion event; poll_cq then flushes', async () => {
     const h = await rdmaHost({ nic: { testHooks: true } });
     const ctx = h.ctxs[0];
-    const ch = ibvCreateCompChannel(ctx);
-    const cq = await ibvCreateCq(ctx, 16, ch);
-    const b = await qpEnd(ctx, 16);
-    const a = await qpOn(b.pd, cq);
-    await connect(a, b);
-    await connect(b, a);
+    const { ch, cq, a } = await loopbackOnChannel(ctx);
     ibvPostRecv(a.qp, { wr_id: 7 });
     ibvReqNotifyCq(cq);
     const ev = ibvGetCqEvent(ch, START_MS);
