@@ -37,7 +37,8 @@ export function dmaHeapAlloc(proc: Process, heap: string, data: DmaHeapAllocatio
   return syscall(proc, 'DMA_HEAP_IOCTL_ALLOC', () => {
     if (!data || typeof data !== 'object') throw err('EINVAL', 'DMA_HEAP_IOCTL_ALLOC: data missing');
     const h = proc.kernel.heaps.find(heap);
-    return dmaBufFd(proc.fdt, dmaHeapBufferAlloc(h, data.len, data.fd_flags ?? 0, data.heap_flags ?? 0));
+    const fdFlags = data.fd_flags ?? 0;
+    return dmaBufFd(proc.fdt, dmaHeapBufferAlloc(h, data.len, fdFlags, data.heap_flags ?? 0), fdFlags);
   });
 }
 

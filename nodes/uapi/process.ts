@@ -69,3 +69,31 @@ export async function processExit(proc: Process): Promise<void> {
   proc.fdt.closeAll();
   proc.exited = true;
 }
+
+/**
+ * fcntl(2), the flag commands (F_GETFD, F_SETFD, F_GETFL: kernel/fs/file.ts). Throws EBADF,
+ * EINVAL naming cmd or arg, ESRCH after exit.
+ */
+export function fcntl(proc: Process, fd: number, cmd: number, arg = 0): number {
+  return syscall(proc, 'fcntl', () => proc.fdt.fcntl(fd, cmd, arg));
+}
+
+/**
+ * What execve(2) does to the fd table: every fd with FD_CLOEXEC is closed (the last close of a
+ * file releases it), the others stay. Throws ESRCH after exit.
+ */
+export function processExec(proc: Process): void {
+  syscall(proc, 'execve', () => proc.fdt.exec());
+}
+
+export {
+  F_GETFD,
+  F_GETFL,
+  F_SETFD,
+  FD_CLOEXEC,
+  O_ACCMODE,
+  O_CLOEXEC,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+} from '../kernel/fs/file.ts';

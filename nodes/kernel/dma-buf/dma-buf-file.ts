@@ -3,7 +3,7 @@
  * DMA_BUF_IOCTL_EXPORT_SYNC_FILE / IMPORT_SYNC_FILE (kernel-semantics rule 33).
  */
 import { err } from '../../../common/errno.ts';
-import type { FdTable, FileObject } from '../fs/file.ts';
+import { type FdTable, type FileObject, O_RDWR } from '../fs/file.ts';
 import { type DmaBuf, checkDmaBuf, dmaBufPut, getDmaBuf } from './dma-buf.ts';
 import { dmaFenceGetStub, dmaFencePut } from './dma-fence.ts';
 import { dmaFenceUnwrapForEach } from './dma-fence-unwrap.ts';
@@ -34,10 +34,13 @@ export class DmaBufFile implements FileObject {
   }
 }
 
-/** dma_buf_fd: install an fd; the fd takes over the caller's reference. */
-export function dmaBufFd(fdt: FdTable, dmabuf: DmaBuf): number {
+/**
+ * dma_buf_fd: install an fd; the fd takes over the caller's reference. `flags`: the file's access
+ * mode (the exporter's exp_info.flags) and O_CLOEXEC for the fd; default O_RDWR.
+ */
+export function dmaBufFd(fdt: FdTable, dmabuf: DmaBuf, flags: number = O_RDWR): number {
   checkDmaBuf('dmaBufFd', dmabuf);
-  return fdt.install(new DmaBufFile(dmabuf));
+  return fdt.install(new DmaBufFile(dmabuf), flags);
 }
 
 /** dma_buf_get: the buffer behind `fd`, with a new reference. EBADF bad fd, EINVAL not a dma-buf. */

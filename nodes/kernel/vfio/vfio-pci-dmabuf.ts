@@ -277,5 +277,6 @@ export async function vfioPciCoreFeatureDmaBuf(
     dmaBufPut(priv.dmabuf);
     throw err('ENODEV', `${fn}: ${vdev} was closed during the export`);
   }
-  return dmaBufFd(fdt, priv.dmabuf);
+  // rule 3: the fd honours open_flags (its access mode, O_CLOEXEC).
+  return dmaBufFd(fdt, priv.dmabuf, openFlags);
 }

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Latch, withDeadline } from '../../../common/deadline.ts';
 import { onTrace } from '../../../common/trace.ts';
 import { close as fdClose } from '../../uapi/dma-buf.ts';
+import { F_GETFD, F_GETFL, FD_CLOEXEC, fcntl, O_CLOEXEC, O_RDONLY, processExec } from '../../uapi/process.ts';
 import { O_RDWR, vfioDeviceClose, vfioDeviceFeatureDmaBuf } from '../../uapi/vfio.ts';
 import {
   dmaBufDetach,
@@ -35,6 +36,28 @@ async function exportBar0(h: VfioHost) {
   const buf = h.buf(fd);
   return { fd, buf, priv: vfioPciDmaBufOf(buf)! };
 }
+
+describe('vfio dma-buf fd flags (rule 3)', () => {
+  it('vfio - the dma-buf fd honours open_flags: its access mode and O_CLOEXEC; exec closes only the O_CLOEXEC one', async () => {
+    const h = await vfioHost();
+    const exp = (open_flags: number) =>
+      vfioDeviceFeatureDmaBuf(h.proc, h.devFd, {
+        region_index: 0,
+        open_flags,
+        flags: 0,
+        nr_ranges: 1,
+        dma_ranges: [{ offset: 0, length: PAGE_SIZE }],
+      });
+    const rw = await exp(O_RDWR | O_CLOEXEC);
+    const ro = await exp(O_RDONLY);
+    expect([fcntl(h.proc, rw, F_GETFL), fcntl(h.proc, rw, F_GETFD)]).toEqual([O_RDWR, FD_CLOEXEC]);
+    expect([fcntl(h.proc, ro, F_GETFL), fcntl(h.proc, ro, F_GETFD)]).toEqual([O_RDONLY, 0]);
+    processExec(h.proc);
+    expect(() => fcntl(h.proc, rw, F_GETFD)).toThrow(/EBADF/);
+    expect(fcntl(h.proc, ro, F_GETFL)).toBe(O_RDONLY);
+    fdClose(h.proc, ro);
+  });
+});
 
 describe('vfio close-time revoke', () => {
   it('vfio - close invalidates with the resv lock held; an importer that unmaps inside its callback leaves nothing to wait for', async () => {

@@ -6,9 +6,10 @@ import { err } from '../../../../common/errno.ts';
 import type { DmaBuf } from '../dma-buf.ts';
 import { PAGE_SIZE } from '../scatterlist.ts';
 
+import { O_CLOEXEC, O_RDWR } from '../../fs/file.ts';
+
+export { O_CLOEXEC, O_RDWR };
 /** O_RDWR | O_CLOEXEC: the only fd flags DMA_HEAP_IOCTL_ALLOC accepts (DMA_HEAP_VALID_FD_FLAGS). */
-export const O_RDWR = 0o2;
-export const O_CLOEXEC = 0o2000000;
 export const DMA_HEAP_VALID_FD_FLAGS = O_RDWR | O_CLOEXEC;
 /** No heap flags are defined (DMA_HEAP_VALID_HEAP_FLAGS). */
 export const DMA_HEAP_VALID_HEAP_FLAGS = 0;
