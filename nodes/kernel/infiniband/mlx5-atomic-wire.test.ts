@@ -26,7 +26,6 @@ import { wireReceive } from '../../devices/mlx5/mlx5-wire-responder.ts';
 import {
   IbvSendFlags,
   type IbvSendWr,
-  IbvWcOpcode,
   IbvWcStatus as S,
   IbvWrOpcode,
   ibvPostSend,
@@ -35,67 +34,19 @@ import {
   mmapAnonymous,
 } from '../../uapi/verbs.ts';
 import { ALL_ACCESS, MS, mockBuf, pollN, rcPair, rdmaHost, rdmaTeardown } from './fixtures/rdma-host.ts';
-import { ATOMIC_ACCESS, atomic, setU64, u64 } from './fixtures/atomics.ts';
+import { ATOMIC_ACCESS, atomic, atomicRig, atomicRoundTrip, setU64, u64 } from './fixtures/atomics.ts';
 
 afterEach(rdmaTeardown);
 
 const SIG = IbvSendFlags.IBV_SEND_SIGNALED;
-const { IBV_WR_ATOMIC_CMP_AND_SWP: CAS, IBV_WR_ATOMIC_FETCH_AND_ADD: FAA } = IbvWrOpcode;
+const { IBV_WR_ATOMIC_FETCH_AND_ADD: FAA } = IbvWrOpcode;
 
 /** Requester QP a on mlx5_0, responder QP b on mlx5_1, a result buffer and a target. */
-async function twoHcas(resBytes = 4096) {
-  const h = await rdmaHost({ nics: 2 });
-  const [a, b] = await rcPair(h.ctxs[0], h.ctxs[1], { access: ATOMIC_ACCESS, depth: 128 });
-  const res = mmapAnonymous(h.proc, resBytes);
-  const tgt = mmapAnonymous(h.proc, 4096);
-  const rmr = ibvRegMr(a.pd, res.addr, res.length, ATOMIC_ACCESS);
-  const tmr = ibvRegMr(b.pd, tgt.addr, tgt.length, ATOMIC_ACCESS);
-  return { h, a, b, res, tgt, rmr, tmr };
-}
+const twoHcas = (resBytes = 4096) => atomicRig(2, resBytes);
 
 describe('mlx5 RDMA atomics over the wire (two HCAs)', () => {
   it('mlx5 - two HCAs: FETCH_AND_ADD and CMP_AND_SWP modify the remote u64 and return its original value (carry into the high word, compare unequal writes nothing)', async () => {
-    const { h, a, res, tgt, rmr, tmr } = await twoHcas();
-    const L = (off: number) => ({ addr: res.addr + off, lkey: rmr.lkey });
-    const R = { addr: tgt.addr + 64, rkey: tmr.rkey };
-    setU64(tgt, 64, 0xffff_ffffn);
-    ibvPostSend(a.qp, atomic(1, FAA, L(0), R, 1));
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({
-      wr_id: 1,
-      status: S.IBV_WC_SUCCESS,
-      opcode: IbvWcOpcode.IBV_WC_FETCH_ADD,
-      byte_len: 8,
-    });
-    expect(u64(res, 0)).toBe(0xffff_ffffn);
-    expect(u64(tgt, 64)).toBe(0x1_0000_0000n);
-    // unequal compare: the original comes back, memory is unchanged.
-    ibvPostSend(a.qp, atomic(2, CAS, L(8), R, 5n, 0xdead_beef_0bad_cafen));
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({
-      wr_id: 2,
-      status: S.IBV_WC_SUCCESS,
-      opcode: IbvWcOpcode.IBV_WC_COMP_SWAP,
-      byte_len: 8,
-    });
-    expect(u64(res, 8)).toBe(0x1_0000_0000n);
-    expect(u64(tgt, 64)).toBe(0x1_0000_0000n);
-    // equal compare: swapped; then -1n adds 2^64 - 1 (a decrement, wrapping).
-    ibvPostSend(a.qp, [
-      atomic(3, CAS, L(16), R, 0x1_0000_0000n, 0xdead_beef_0bad_cafen),
-      atomic(4, FAA, L(24), R, -1n),
-    ]);
-    const wcs = await pollN(a.cq, 2);
-    expect(wcs.map((w) => [w.wr_id, w.status, w.opcode, w.byte_len])).toEqual([
-      [3, S.IBV_WC_SUCCESS, IbvWcOpcode.IBV_WC_COMP_SWAP, 8],
-      [4, S.IBV_WC_SUCCESS, IbvWcOpcode.IBV_WC_FETCH_ADD, 8],
-    ]);
-    expect(u64(res, 16)).toBe(0x1_0000_0000n);
-    expect(u64(res, 24)).toBe(0xdead_beef_0bad_cafen);
-    expect(u64(tgt, 64)).toBe(0xdead_beef_0bad_cafdn);
-    // the bytes around the target and the result are untouched.
-    expect(u64(tgt, 56)).toBe(0n);
-    expect(u64(tgt, 72)).toBe(0n);
-    expect(u64(res, 32)).toBe(0n);
-    expect(h.kernel.iommu.faultLog.drain()).toEqual([]);
+    await atomicRoundTrip(await twoHcas());
   });
 
   it('mlx5 - two HCAs: 64 FETCH_AND_ADDs in flight from one QP, behind a WRITE and around a READ, each run exactly once (max_rd_atomic window)', async () => {

@@ -8,8 +8,6 @@ import { withDeadline } from '../../../common/deadline.ts';
 import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import {
   IbvAtomicCap,
-  IbvSendFlags,
-  IbvWcOpcode,
   IbvWcStatus as S,
   IbvWrOpcode,
   ibvPostSend,
@@ -29,64 +27,19 @@ import {
   rdmaHost,
   rdmaTeardown,
 } from './fixtures/rdma-host.ts';
-import { ATOMIC_ACCESS, atomic, setU64, u64 } from './fixtures/atomics.ts';
+import { ATOMIC_ACCESS, atomic, atomicRig, atomicRoundTrip, setU64, u64 } from './fixtures/atomics.ts';
 
 afterEach(rdmaTeardown);
 
-const _SIG = IbvSendFlags.IBV_SEND_SIGNALED;
 const { IBV_WR_ATOMIC_CMP_AND_SWP: CAS, IBV_WR_ATOMIC_FETCH_AND_ADD: FAA } = IbvWrOpcode;
 
-async function loopback() {
-  const h = await rdmaHost();
-  const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0], { access: ATOMIC_ACCESS });
-  const res = mmapAnonymous(h.proc, 4096);
-  const tgt = mmapAnonymous(h.proc, 4096);
-  const rmr = ibvRegMr(a.pd, res.addr, res.length, ATOMIC_ACCESS);
-  const tmr = ibvRegMr(b.pd, tgt.addr, tgt.length, ATOMIC_ACCESS);
-  return { h, a, b, res, tgt, rmr, tmr };
-}
+const loopback = () => atomicRig(1);
 
 describe('mlx5 RDMA atomics (loopback)', () => {
   it('mlx5 - FETCH_AND_ADD and CMP_AND_SWP modify the remote u64 and return its original value (carry into the high word, compare unequal writes nothing)', async () => {
-    const { h, a, res, tgt, rmr, tmr } = await loopback();
-    expect(ibvQueryDevice(h.ctxs[0]).atomic_cap).toBe(IbvAtomicCap.IBV_ATOMIC_HCA);
-    const L = (off: number) => ({ addr: res.addr + off, lkey: rmr.lkey });
-    const R = { addr: tgt.addr + 64, rkey: tmr.rkey };
-    setU64(tgt, 64, 0xffff_ffffn);
-    ibvPostSend(a.qp, atomic(1, FAA, L(0), R, 1));
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({
-      wr_id: 1,
-      status: S.IBV_WC_SUCCESS,
-      opcode: IbvWcOpcode.IBV_WC_FETCH_ADD,
-      byte_len: 8,
-    });
-    expect(u64(res, 0)).toBe(0xffff_ffffn);
-    expect(u64(tgt, 64)).toBe(0x1_0000_0000n);
-    // unequal compare: the original comes back, memory is unchanged.
-    ibvPostSend(a.qp, atomic(2, CAS, L(8), R, 5n, 0xdead_beef_0bad_cafen));
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({
-      wr_id: 2,
-      status: 0,
-      opcode: IbvWcOpcode.IBV_WC_COMP_SWAP,
-    });
-    expect(u64(res, 8)).toBe(0x1_0000_0000n);
-    expect(u64(tgt, 64)).toBe(0x1_0000_0000n);
-    // equal compare: swapped; then -1n adds 2^64 - 1 (a decrement, wrapping).
-    ibvPostSend(a.qp, [
-      atomic(3, CAS, L(16), R, 0x1_0000_0000n, 0xdead_beef_0bad_cafen),
-      atomic(4, FAA, L(24), R, -1n),
-    ]);
-    const wcs = await pollN(a.cq, 2);
-    expect(wcs.map((w) => [w.wr_id, w.status, w.byte_len])).toEqual([
-      [3, 0, 8],
-      [4, 0, 8],
-    ]);
-    expect(u64(res, 16)).toBe(0x1_0000_0000n);
-    expect(u64(res, 24)).toBe(0xdead_beef_0bad_cafen);
-    expect(u64(tgt, 64)).toBe(0xdead_beef_0bad_cafdn);
-    // the bytes around the target are untouched.
-    expect(u64(tgt, 56)).toBe(0n);
-    expect(u64(tgt, 72)).toBe(0n);
+    const r = await loopback();
+    expect(ibvQueryDevice(r.h.ctxs[0]).atomic_cap).toBe(IbvAtomicCap.IBV_ATOMIC_HCA);
+    await atomicRoundTrip(r);
   });
 
   it('mlx5 - atomics from two QPs of one HCA on one u64 never interleave (IBV_ATOMIC_HCA): 2 x 200 FETCH_AND_ADDs sum exactly', async () => {
