@@ -33,6 +33,7 @@ import {
   mmapAnonymous,
 } from '../nodes/uapi/verbs.ts';
 import { ALL_ACCESS, rcPair } from '../nodes/uapi/verbs-rc.ts';
+import type { PhysArenaDescriptor } from '../nodes/fabric/phys-arena.ts';
 import { loadTopologyFile } from '../topology/load.ts';
 import type { Topology } from '../topology/model.ts';
 import { P2pdmaMapType } from '../topology/p2pdma.ts';
@@ -92,8 +93,11 @@ export interface GpuRdmaRig {
   readonly dst: IbvMr;
   /** Anonymous user memory (the source of IBV_SEND_INLINE WRITEs). */
   readonly user: UserMem;
-  /** Two VRAM runs of `bufBytes`, gpu0's and gpu1's, outside the buffers: the raw `set` baseline. */
-  readonly raw: { src: Uint8Array; dst: Uint8Array };
+  /**
+   * Two VRAM runs of `bufBytes`, gpu0's and gpu1's, outside the buffers: the raw baselines; and
+   * the host arena both VRAMs live in (null if either has its own SAB: the NIC then copies with `set`).
+   */
+  readonly raw: { src: Uint8Array; dst: Uint8Array; arena: PhysArenaDescriptor | null };
   readonly mapping: RouteMapping;
   /** Overwrite the destination's first `n` bytes with a pattern the source never has (a GPU fill job). */
   poison(n: number): Promise<void>;
@@ -258,6 +262,7 @@ export async function withGpuRdmaRig<T>(
     const raw = {
       src: gpu0.vram.bytes.subarray(run0.pfn * PAGE_SIZE, (run0.pfn + pages) * PAGE_SIZE),
       dst: gpu1.vram.bytes.subarray(run1.pfn * PAGE_SIZE, (run1.pfn + pages) * PAGE_SIZE),
+      arena: gpu0.vram.arena !== null && gpu0.vram.arena === gpu1.vram.arena ? gpu0.vram.arena : null,
     };
     raw.src.fill(0x5a);
 

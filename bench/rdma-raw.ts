@@ -1,26 +1,43 @@
 /**
  * Raw baselines of the RDMA bench (bench/rdma.ts), measured in the same run as the emulator:
- *   - `rawSetGBps`: `dst.set(src)` between two device memories (what a perfect NIC data path
- *     would cost in this process: one memcpy, no queues, no translation);
- *   - `RawCopyWorker`: the same `set` in a worker while this thread spins, the two-thread shape
- *     of an RDMA stream with no emulator in it;
+ *   - `rawSetGBps`: `dst.set(src)` between two device memories (the issue's baseline: one copy,
+ *     no queues, no translation);
+ *   - `rawCopyGBps` with the host arena's copy: the same copy by wasm `memory.copy`, the primitive
+ *     the emulator's DMA uses between two regions of one arena (fabric/phys-arena.ts);
+ *   - `RawCopyWorker`: that copy in a worker while this thread spins, the two-thread shape of an
+ *     RDMA stream with no emulator in it;
  *   - `PingPong`: the median round trip of a raw two-worker Atomics ping-pong, both sides
  *     spinning (bench/fixtures/pingpong-worker.ts), the floor of any cross-thread
  *     request/response, which an RDMA WRITE's post -> completion is.
  * Wall clock of this machine only.
  */
 import { spawnWorker } from '../common/worker.ts';
+import type { PhysArenaCopy, PhysArenaDescriptor } from '../nodes/fabric/phys-arena.ts';
 import { COPY_BPS_BYTE, COPY_CTL_BYTES, CopyCtl } from './fixtures/copy-worker.ts';
 import { PP_CTL_BYTES, PpCtl } from './fixtures/pingpong-worker.ts';
 
 /** GB/s (10^9 bytes/s) of `dst.set(src)` repeated for about `budgetMs` after three warm-up copies. */
 export function rawSetGBps(src: Uint8Array, dst: Uint8Array, budgetMs: number): number {
-  for (let i = 0; i < 3; i++) dst.set(src);
+  return rawCopyGBps(src, dst, budgetMs, null);
+}
+
+/**
+ * rawSetGBps with `copy` (an arena's memory.copy; src and dst both in that arena) instead of
+ * `set`; null: `set`.
+ */
+export function rawCopyGBps(
+  src: Uint8Array,
+  dst: Uint8Array,
+  budgetMs: number,
+  copy: PhysArenaCopy | null,
+): number {
+  const once = copy === null ? () => dst.set(src) : () => copy(dst.byteOffset, src.byteOffset, src.length);
+  for (let i = 0; i < 3; i++) once();
   let n = 0;
   const t0 = performance.now();
   let t = t0;
   do {
-    dst.set(src);
+    once();
     n++;
     t = performance.now();
   } while (t - t0 < budgetMs);
@@ -113,7 +130,8 @@ export class RawCopyWorker {
   private readonly worker: ReturnType<typeof spawnWorker>;
   private seq = 0;
 
-  constructor(src: Uint8Array, dst: Uint8Array) {
+  /** `arena`: both views' arena (the worker copies with its memory.copy); null: `set`. */
+  constructor(src: Uint8Array, dst: Uint8Array, arena: PhysArenaDescriptor | null) {
     const sab = new SharedArrayBuffer(COPY_CTL_BYTES);
     this.ctl = new Int32Array(sab, 0, 4);
     this.bps = new Float64Array(sab, COPY_BPS_BYTE, 1);
@@ -123,7 +141,7 @@ export class RawCopyWorker {
       length: a.length,
     });
     this.worker = spawnWorker(COPY_WORKER, {
-      workerData: { copyWorker: true, ctl: sab, src: view(src), dst: view(dst) },
+      workerData: { copyWorker: true, ctl: sab, src: view(src), dst: view(dst), arena },
     });
     // a failing worker shows up as gbps() throwing at its deadline, not as an unhandled event
     this.worker.on('error', (e) => {

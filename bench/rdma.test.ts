@@ -26,7 +26,9 @@ describe('bench rdma', () => {
         const ratios = b.rounds.map(([raw, rdma]) => rdma / raw).sort((x, y) => x - y);
         expect(b.ratio).toBe(ratios[ratios.length >> 1]);
         expect([b.ratioMin, b.ratioMax]).toEqual([ratios[0], ratios.at(-1)]);
-        expect(b.workerRawGBps).toBeGreaterThan(0);
+        expect(b.copyKind).toBe('memory.copy');
+        expect(b.copyGBps).toBeGreaterThan(0);
+        expect(b.workerCopyGBps).toBeGreaterThan(0);
         expect(b.ratioToWorker).toBeGreaterThan(0);
       }
     }

@@ -24,7 +24,8 @@ import {
   withGpuRdmaRig,
 } from './rdma-gpu.ts';
 import { modelGpuNicGpu, type RouteModel } from './rdma-model.ts';
-import { PingPong, RawCopyWorker, rawSetGBps } from './rdma-raw.ts';
+import { PingPong, RawCopyWorker, rawCopyGBps, rawSetGBps } from './rdma-raw.ts';
+import { physArenaCopy } from '../nodes/fabric/phys-arena.ts';
 import { msgRatePerSec, rdmaWrite, writeBw, writeLatUs } from './rdma-stream.ts';
 import { machineLine } from './stats.ts';
 
@@ -59,15 +60,22 @@ export interface BwRow {
   /** Lowest and highest per-round ratio: how much the machine moved under the measurement. */
   ratioMin: number;
   ratioMax: number;
-  /** Every round: [raw GB/s, RDMA GB/s, raw GB/s of the copy worker]. */
-  rounds: [number, number, number][];
+  /** Every round: [raw set GB/s, RDMA GB/s, raw copy GB/s, raw copy GB/s of the copy worker]. */
+  rounds: [number, number, number, number][];
   /** WRITEs timed over all rounds (perftest's #iterations). */
   wrs: number;
   /**
-   * GB/s of the same `set` done by a worker while this thread spins (the two-thread shape of the
+   * The copy primitive the NIC's DMA uses here: 'memory.copy' (both VRAMs in the host arena) or
+   * 'set'. GB/s of it on this thread, median over the rounds, and the median of RDMA / it.
+   */
+  copyKind: 'memory.copy' | 'set';
+  copyGBps: number;
+  ratioToCopy: number;
+  /**
+   * GB/s of that copy done by a worker while this thread spins (the two-thread shape of the
    * RDMA stream, no emulator), median over the rounds, and the median of RDMA / that per round.
    */
-  workerRawGBps: number;
+  workerCopyGBps: number;
   ratioToWorker: number;
   goalMet: boolean;
   /** CRC-32 of the destination's first `size` bytes after the row, equal to the source's. */
@@ -236,7 +244,7 @@ function median(xs: readonly number[]): number {
  * WRs and at least 16 more, 384 MiB at 16 MiB), so at 16 MiB it runs longer than the others.
  */
 async function bandwidthRows(rig: GpuRdmaRig, budgetMs: number): Promise<BwRow[]> {
-  const copier = new RawCopyWorker(rig.raw.src, rig.raw.dst);
+  const copier = new RawCopyWorker(rig.raw.src, rig.raw.dst, rig.raw.arena);
   try {
     return await bandwidthRowsWith(rig, copier, budgetMs);
   } finally {
@@ -247,11 +255,13 @@ async function bandwidthRows(rig: GpuRdmaRig, budgetMs: number): Promise<BwRow[]
 async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetMs: number): Promise<BwRow[]> {
   const rows: BwRow[] = [];
   const slice = budgetMs / BW_ROUNDS;
+  const copy = rig.raw.arena ? physArenaCopy(rig.raw.arena) : null;
   // Warm-up, not counted: the first ~second of streaming runs while V8 still compiles the data
   // path on background threads, which on a 2-core machine take the cores the NIC worker and this
   // thread need (measured: the first rounds ran at 5-10 % of the later ones).
   for (const size of SIZES) {
     rawSetGBps(rig.raw.src.subarray(0, size), rig.raw.dst.subarray(0, size), budgetMs / 3);
+    rawCopyGBps(rig.raw.src.subarray(0, size), rig.raw.dst.subarray(0, size), budgetMs / 3, copy);
     copier.gbps(size, budgetMs / 3);
     writeBw(rig.qp, rig.cq, size, budgetMs, rdmaWrite(size, rig.src, rig.dst));
   }
@@ -260,7 +270,7 @@ async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetM
     const src = rig.raw.src.subarray(0, size);
     const dst = rig.raw.dst.subarray(0, size);
     const wr = rdmaWrite(size, rig.src, rig.dst);
-    const rounds: [number, number, number][] = [];
+    const rounds: [number, number, number, number][] = [];
     let wrs = 0;
     const measure = [
       () => rawSetGBps(src, dst, slice),
@@ -269,16 +279,17 @@ async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetM
         wrs += b.wrs;
         return b.gbps;
       },
+      () => rawCopyGBps(src, dst, slice, copy),
       () => copier.gbps(size, slice),
     ];
     for (let i = 0; i < BW_ROUNDS; i++) {
       // rotate which slice goes first, so a drift within a round does not favour one of them
-      const got = [0, 0, 0];
-      for (let k = 0; k < 3; k++) {
-        const j = (i + k) % 3;
+      const got = [0, 0, 0, 0];
+      for (let k = 0; k < measure.length; k++) {
+        const j = (i + k) % measure.length;
         got[j] = measure[j]();
       }
-      rounds.push([got[0], got[1], got[2]]);
+      rounds.push([got[0], got[1], got[2], got[3]]);
     }
     const crc32 = await rig.verify(size);
     const ratios = rounds.map(([raw, rdma]) => rdma / raw);
@@ -292,8 +303,11 @@ async function bandwidthRowsWith(rig: GpuRdmaRig, copier: RawCopyWorker, budgetM
       ratioMax: Math.max(...ratios),
       rounds,
       wrs,
-      workerRawGBps: median(rounds.map((r) => r[2])),
-      ratioToWorker: median(rounds.map(([, rdma, w]) => rdma / w)),
+      copyKind: copy === null ? 'set' : 'memory.copy',
+      copyGBps: median(rounds.map((r) => r[2])),
+      ratioToCopy: median(rounds.map(([, rdma, c]) => rdma / c)),
+      workerCopyGBps: median(rounds.map((r) => r[3])),
+      ratioToWorker: median(rounds.map(([, rdma, , w]) => rdma / w)),
       goalMet: ratio >= RDMA_GOALS.bwRatio,
       crc32,
     });
@@ -408,18 +422,21 @@ export function format(r: RdmaBenchResult): string {
       `  ${rt.label}`,
       `  map type: ${m.attaches.map((a) => `${a.bo} -> ${a.dev} ${a.mapType}`).join(', ')} (expected ${m.expected}: verified)`,
       `  VRAM mapped through the NIC's IOMMU: ${m.nicIommuVramBytes >> 20} MiB; buffers in ${m.placement.join(' / ')}; attach.mapType (negotiated interconnect): ${m.negotiated.map((n) => n ?? 'none').join(', ')}`,
-      `  ib_write_bw  raw set GB/s  RDMA WRITE GB/s   ratio (min-max, ${BW_ROUNDS} rounds)  goal >= ${g.bwRatio}x  | worker set GB/s  RDMA/it  | data check (GPU checksum)`,
+      `  NIC DMA copy: ${rt.bandwidth[0]?.copyKind === 'memory.copy' ? "wasm memory.copy in the host's memory arena (both VRAMs in it)" : 'TypedArray.set (the VRAMs are not in one arena)'}`,
+      `  ib_write_bw  raw set GB/s  RDMA WRITE GB/s   ratio (min-max, ${BW_ROUNDS} rounds)  goal >= ${g.bwRatio}x  | raw copy GB/s  RDMA/it | worker copy GB/s  RDMA/it | data check (GPU checksum)`,
     );
     for (const b of rt.bandwidth) {
       lines.push(
-        `  ${sizeName(b.size).padEnd(11)}  ${b.rawGBps.toFixed(2).padStart(11)}  ${b.rdmaGBps.toFixed(2).padStart(15)}  ${b.ratio.toFixed(2).padStart(5)}x (${b.ratioMin.toFixed(2)}-${b.ratioMax.toFixed(2)})${' '.repeat(11)}${mark(b.goalMet).padEnd(12)}| ${b.workerRawGBps.toFixed(2).padStart(15)}  ${b.ratioToWorker.toFixed(2).padStart(6)}x | crc32 0x${b.crc32.toString(16).padStart(8, '0')} matches`,
+        `  ${sizeName(b.size).padEnd(11)}  ${b.rawGBps.toFixed(2).padStart(11)}  ${b.rdmaGBps.toFixed(2).padStart(15)}  ${b.ratio.toFixed(2).padStart(5)}x (${b.ratioMin.toFixed(2)}-${b.ratioMax.toFixed(2)})${' '.repeat(11)}${mark(b.goalMet).padEnd(12)}| ${b.copyGBps.toFixed(2).padStart(13)}  ${b.ratioToCopy.toFixed(2).padStart(6)}x | ${b.workerCopyGBps.toFixed(2).padStart(16)}  ${b.ratioToWorker.toFixed(2).padStart(6)}x | crc32 0x${b.crc32.toString(16).padStart(8, '0')} matches`,
       );
     }
   }
   lines.push(
     '',
-    '  ratio: median of the per-round (RDMA / raw set) ratios; worker set: the same set done by a worker thread',
-    '  while this thread spins (the two-thread shape of the stream, no emulator), and RDMA / it per round',
+    "  ratio: median of the per-round (RDMA / raw set) ratios, the issue's baseline. The NIC's DMA copies with",
+    '  the raw copy column (memory.copy: a memmove; V8 copies SharedArrayBuffers with `set` at relaxed-atomic',
+    "  speed), so RDMA / raw copy is the emulator's own cost. worker copy: that copy in a worker thread while",
+    '  this thread spins (the two-thread shape of the stream, no emulator), and RDMA / it, per round',
   );
   const l = r.latency;
   const m = r.msgRate;

@@ -2,7 +2,8 @@
  * Per-host physical address map: the structured-cloneable descriptor a worker receives, the
  * shared control word that tells it the descriptor is stale, and the host's default layout.
  *
- * A *region* is backing memory (one SharedArrayBuffer: host RAM, a GPU's VRAM, a device BAR).
+ * A *region* is backing memory (host RAM, a GPU's VRAM, a device BAR): a slice of the host's
+ * physical memory arena, or a SharedArrayBuffer of its own (MemRegionDescriptor).
  * A *window* places all or part of a region at a physical address: RAM at RAM_BASE, a BAR
  * window (which may expose only the first part of VRAM, like a small BAR) in the MMIO range.
  * The bus address of a window is `phys + busOffset` (0 on x86, kept for hosts that differ).
@@ -15,6 +16,7 @@
  * message already queued: no round trip to the main thread.
  */
 import { layoutCheck } from './layout.ts';
+import type { PhysArenaDescriptor } from './phys-arena.ts';
 
 /** What a region's memory is. Only the owner of the region's page allocator allocates in it. */
 export const MemRegionKind = { RAM: 0, VRAM: 1, BAR: 2 } as const;
@@ -30,9 +32,18 @@ export interface MemRegionDescriptor {
   id: number;
   name: string;
   kind: MemRegionKind;
-  /** Bytes, a multiple of PAGE_SIZE; equals sab.byteLength. */
+  /** Bytes, a multiple of PAGE_SIZE. */
   size: number;
+  /** Holds the region at `offset` (absent: 0): the host arena's buffer, or the region's own. */
   sab: SharedArrayBuffer;
+  offset?: number;
+  /** The host's physical memory arena when the region lives in one (fabric/phys-arena.ts). */
+  arena?: PhysArenaDescriptor | null;
+}
+
+/** A thread's view of exactly the region's bytes. */
+export function memRegionBytes(r: MemRegionDescriptor): Uint8Array {
+  return new Uint8Array(r.sab, r.offset ?? 0, r.size);
 }
 
 /** One window: [phys, phys + size) maps to region bytes [regionOffset, regionOffset + size). */

@@ -17,7 +17,9 @@ import {
   type PhysMapUpdate,
   type PhysWindowDescriptor,
   type PhysWindowKind,
+  memRegionBytes,
 } from './phys-map-layout.ts';
+import { type PhysArenaCopy, physArenaCopy } from './phys-arena.ts';
 
 // module-local copy: an imported binding may be a getter under a CJS transpile (see dma.ts).
 const kGenWord = PhysMapCtl.GEN;
@@ -25,7 +27,7 @@ const kGenWord = PhysMapCtl.GEN;
 /** Result of a resolve(): where an address lands. */
 export interface PhysResolution {
   region: MemRegionDescriptor;
-  /** Byte offset inside the region's SAB. */
+  /** Byte offset inside the region. */
   offset: number;
   /** Bytes from `offset` to the end of the window. */
   remaining: number;
@@ -47,6 +49,12 @@ export class PhysMapView {
   /** Region bytes of window i and the region offset that window start maps to. */
   bytes: Uint8Array[] = [];
   regionOffset: number[] = [];
+  /**
+   * This thread's memory.copy for the arena window i's region lives in (null: a region with a SAB
+   * of its own). Two windows with the same copier are in one arena: copy between them with it, at
+   * bytes[i].byteOffset + offset.
+   */
+  arena: (PhysArenaCopy | null)[] = [];
   /** Hint statistics block of window i (TphStat words), null when the window does not count. */
   tphStats: (Int32Array | null)[] = [];
   windows: PhysWindowDescriptor[] = [];
@@ -80,7 +88,7 @@ export class PhysMapView {
   apply(desc: PhysMapDescriptor): boolean {
     if (desc.gen <= this.gen) return false;
     for (const r of desc.regions) {
-      if (!this.views.has(r.id)) this.views.set(r.id, new Uint8Array(r.sab));
+      if (!this.views.has(r.id)) this.views.set(r.id, memRegionBytes(r));
       this.regions.set(r.id, r);
     }
     const ws = [...desc.windows].sort((a, b) => a.phys - b.phys);
@@ -93,6 +101,10 @@ export class PhysMapView {
     this.kind = ws.map((w) => w.kind);
     this.regionOffset = ws.map((w) => w.regionOffset);
     this.tphStats = ws.map((w) => (w.tphStats ? new Int32Array(w.tphStats) : null));
+    this.arena = ws.map((w) => {
+      const a = this.regions.get(w.regionId)?.arena;
+      return a ? physArenaCopy(a) : null;
+    });
     this.bytes = ws.map((w) => {
       const v = this.views.get(w.regionId);
       if (!v)

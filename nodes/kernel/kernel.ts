@@ -22,6 +22,7 @@ import {
 import { PageAllocator } from './mm/page-alloc.ts';
 import { PhysMap } from './mm/phys-map.ts';
 import { MemRegionKind, type MemRegion, memRegionCreate } from './mm/region.ts';
+import { type PhysArenaDescriptor, physArenaCreate } from '../fabric/phys-arena.ts';
 
 export interface HostKernelOptions {
   name?: string;
@@ -42,6 +43,8 @@ export class HostKernel {
   readonly ramAlloc: PageAllocator;
   readonly iommu: Iommu;
   readonly heaps = new DmaHeapRegistry();
+  /** Backing of this host's regions (null: none could be reserved; each region has its own SAB). */
+  readonly arena: PhysArenaDescriptor | null = physArenaCreate();
   private readonly devices = new Map<string, DeviceEntry>();
   private nextIommuId = 1;
   private nextMemory = 0;
@@ -49,7 +52,7 @@ export class HostKernel {
 
   constructor(opts: HostKernelOptions = {}) {
     this.name = opts.name ?? 'host0';
-    this.ram = memRegionCreate(`${this.name}:ram`, MemRegionKind.RAM, opts.ramBytes ?? 64 << 20);
+    this.ram = memRegionCreate(`${this.name}:ram`, MemRegionKind.RAM, opts.ramBytes ?? 64 << 20, this.arena);
     this.physMap.addRam(this.ram);
     this.ramAlloc = new PageAllocator(this.ram);
     this.iommu = new Iommu(this.physMap);
@@ -91,7 +94,7 @@ export class HostKernel {
 
   /** Device memory exposed as a BAR window (VRAM of a GPU or mock device), with its allocator. */
   addDeviceMemory(name: string, size: number): { region: MemRegion; alloc: PageAllocator } {
-    const region = memRegionCreate(`${this.name}:${name}`, MemRegionKind.VRAM, size);
+    const region = memRegionCreate(`${this.name}:${name}`, MemRegionKind.VRAM, size, this.arena);
     this.physMap.addBar(region, { name });
     return { region, alloc: new PageAllocator(region) };
   }

@@ -18,11 +18,13 @@
 import {
   type DmaCtx,
   type DmaRunRecord,
+  dmaCopyBytes,
   dmaCopyTph,
   dmaRunRecord,
   dmaXfer,
   dmaTph,
 } from '../../fabric/dma.ts';
+import type { PhysArenaCopy } from '../../fabric/phys-arena.ts';
 import { doorbellRing } from '../../fabric/doorbell.ts';
 import {
   hcaMkeyBase,
@@ -65,13 +67,6 @@ export type Xfer = (typeof Xfer)[keyof typeof Xfer];
 
 const kChunk = MLX5_DMA_CHUNK;
 const kInvalWord = DevCtx.INVAL;
-/** Up to this many bytes a cached copy moves with a loop instead of subarray + set. */
-const kSmallCopy = 16;
-
-function copyBytes(src: Uint8Array, so: number, dst: Uint8Array, dOff: number, n: number): void {
-  if (n <= kSmallCopy) for (let i = 0; i < n; i++) dst[dOff + i] = src[so + i];
-  else dst.set(src.subarray(so, so + n), dOff);
-}
 const kPage = PAGE_SIZE;
 const TWO32 = 2 ** 32;
 
@@ -103,6 +98,7 @@ class XltCache {
   i0 = 0;
   i1 = 0;
   mem: Uint8Array = new Uint8Array(0);
+  arena: PhysArenaCopy | null = null;
   off0 = 0;
 }
 
@@ -224,8 +220,8 @@ export class MkeyEngine {
       if (r === Xfer.OK && tph === 0) {
         const at = this.hit(c, idx, iova + done, n, Atomics.load(this.dma.devCtx, kInvalWord));
         if (at >= 0) {
-          if (write) copyBytes(buf, off + done, c.mem, at, n);
-          else copyBytes(c.mem, at, buf, off + done, n);
+          if (write) dmaCopyBytes(buf, null, off + done, c.mem, c.arena, at, n);
+          else dmaCopyBytes(c.mem, c.arena, at, buf, null, off + done, n);
           Atomics.store(h, Mlx5Ctl.ACTIVE, 0);
           done += n;
           continue;
@@ -283,7 +279,7 @@ export class MkeyEngine {
       const so = this.hit(this.cs, si, sIova, n, inval);
       const dOff = so < 0 ? -1 : this.hit(this.cd, di, dIova, n, inval);
       if (dOff >= 0) {
-        copyBytes(this.cs.mem, so, this.cd.mem, dOff, n);
+        dmaCopyBytes(this.cs.mem, this.cs.arena, so, this.cd.mem, this.cd.arena, dOff, n);
         return Xfer.OK;
       }
     }
@@ -335,6 +331,7 @@ export class MkeyEngine {
     c.i0 = iova;
     c.i1 = iova + Math.min(mttLeft, r.run);
     c.mem = r.mem;
+    c.arena = r.arena;
     c.off0 = r.off;
   }
 

@@ -14,7 +14,7 @@
 import { crc32 } from 'node:zlib';
 import { Errno } from '../../../common/errno.ts';
 import type { DeviceInit } from '../../fabric/device-queue-layout.ts';
-import { type TphStatsSnapshot, tphStatsRead } from '../../fabric/phys-map-layout.ts';
+import { memRegionBytes, type TphStatsSnapshot, tphStatsRead } from '../../fabric/phys-map-layout.ts';
 import {
   VFIO_DEV_MAX_LEN,
   VFIO_DEV_NUM_BARS,
@@ -39,7 +39,7 @@ function barsFromInit(init: DeviceInit): (Uint8Array | null)[] {
   for (let i = 0; i < VFIO_DEV_NUM_BARS; i++) {
     const id = init.params?.[vfioDevBarParam(i)];
     const r = typeof id === 'number' ? init.dma.phys.regions.find((x) => x.id === id) : undefined;
-    bars.push(r ? new Uint8Array(r.sab) : null);
+    bars.push(r ? memRegionBytes(r) : null);
   }
   return bars;
 }

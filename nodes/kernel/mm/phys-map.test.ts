@@ -2,7 +2,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '../../fabric/page.ts';
 import { PhysMapView } from '../../fabric/phys-map.ts';
-import { HostLayout } from '../../fabric/phys-map-layout.ts';
+import { HostLayout, memRegionBytes } from '../../fabric/phys-map-layout.ts';
 import { PhysMap, PhysWindowKind } from './phys-map.ts';
 import { MemRegionKind, memRegionCreate } from './region.ts';
 import { expectErr } from '../../../test/support/expect-errno.ts';
@@ -81,7 +81,7 @@ describe('phys-map', () => {
     const view = new PhysMapView(desc);
     vram.bytes[0x3008] = 0x7e; // the SAB is shared, not copied
     const r = view.resolve(bar.phys + 0x3008)!;
-    expect(new Uint8Array(r.region.sab)[r.offset]).toBe(0x7e);
+    expect(memRegionBytes(r.region)[r.offset]).toBe(0x7e);
     expect(view.regionBytes(vram.id)?.[0x3008]).toBe(0x7e);
     expect(view.findPhys(2 ** 44)).toBe(-1);
     expect(view.stale).toBe(false);
