@@ -544,15 +544,12 @@ function checkSge(fn: string, i: number, list: IbvSge[] | undefined, max: number
 const inlineBytes = new Uint8Array(MLX5_MAX_INLINE);
 const inlineWords = new Int32Array(inlineBytes.buffer);
 
-const SEND_OPS = new Set<number>([
-  IbvWrOpcode.IBV_WR_RDMA_WRITE,
-  IbvWrOpcode.IBV_WR_RDMA_WRITE_WITH_IMM,
-  IbvWrOpcode.IBV_WR_SEND,
-  IbvWrOpcode.IBV_WR_SEND_WITH_IMM,
-  IbvWrOpcode.IBV_WR_RDMA_READ,
-  IbvWrOpcode.IBV_WR_ATOMIC_CMP_AND_SWP,
-  IbvWrOpcode.IBV_WR_ATOMIC_FETCH_AND_ADD,
-]);
+// The send opcodes the HCA executes are 0..IBV_WR_ATOMIC_FETCH_AND_ADD, without gaps: a range
+// check per post instead of a Set lookup (measured ~10 ns).
+const kLastSendOp = IbvWrOpcode.IBV_WR_ATOMIC_FETCH_AND_ADD;
+function sendOp(op: unknown): boolean {
+  return typeof op === 'number' && Number.isInteger(op) && op >= 0 && op <= kLastSendOp;
+}
 
 // A u64 operand of an atomic WR as its (lo, hi) u32 words, or null if it is no integer.
 function u64Words(v: unknown): [number, number] | null {
@@ -583,7 +580,7 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
     for (let i = 0; i < list.length; i++) {
       const wr = list[i];
       if (!wr || !Number.isSafeInteger(wr.wr_id) || wr.wr_id < 0) throw postErr(fn, i, '.wr_id');
-      if (!SEND_OPS.has(wr.opcode)) throw postErr(fn, i, `.opcode ${wr.opcode} is not supported`);
+      if (!sendOp(wr.opcode)) throw postErr(fn, i, `.opcode ${wr.opcode} is not supported`);
       const flags = wr.send_flags ?? 0;
       const sge = checkSge(fn, i, wr.sg_list, qp.qp.cap.max_send_sge);
       const inline =
@@ -629,14 +626,16 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
       w[s + SendWqe.RKEY] = rdma?.rkey ?? 0;
       w[s + SendWqe.IMM] = (wr.imm_data ?? 0) | 0;
       if (data !== null && sge !== null) {
-        // the bytes into the WQE (a loop: no subarray per post for at most MLX5_MAX_INLINE bytes).
+        // the bytes into the WQE (a loop: no subarray per post for at most MLX5_MAX_INLINE bytes),
+        // only the words they occupy (the HCA reads NSGE bytes); the last word's tail is zeroed.
         const n = sge.length;
         const src = data.bytes;
         const at = sge.addr - data.va;
+        const words = (n + 3) >> 2;
         w[s + SendWqe.NSGE] = n;
-        inlineBytes.fill(0);
+        if (words > 0) inlineWords[words - 1] = 0;
         for (let k = 0; k < n; k++) inlineBytes[k] = src[at + k];
-        for (let k = 0; k < MLX5_MAX_INLINE / 4; k++) w[s + SEND_WQE_INLINE + k] = inlineWords[k];
+        for (let k = 0; k < words; k++) w[s + SEND_WQE_INLINE + k] = inlineWords[k];
       } else if (sge === null) w[s + SendWqe.NSGE] = 0;
       else {
         w[s + SendWqe.NSGE] = 1;

@@ -11,9 +11,10 @@
  *
  * DOC: main loop (DeviceRuntime's loop, extended)
  *   1. load the UAR doorbell count (or, before INIT_HCA, the command doorbell), then STOP;
- *   2. run pending firmware commands, then every QP: error-state flushes, wire receive, the
- *      requester (loopback or wire), ACK timers; then CQ events and wire doorbells, once each,
- *      and CQ/QP error EQEs that found the EQ full (mlx5-qp.ts EqHw);
+ *   2. every QP: error-state flushes, wire receive, the requester (loopback or wire), ACK
+ *      timers; then CQ events and wire doorbells, once each, and CQ/QP error EQEs that found the
+ *      EQ full (mlx5-qp.ts EqHw); then pending firmware commands (a command's effect is seen by
+ *      the next pass);
  *   3. nothing done: a DRAIN stop ends the loop; otherwise spin briefly, then sleep on the UAR
  *      doorbell until it moves, a QP timer is due, or WAIT_SLICE_MS passed.
  * Userspace, the driver (after each command and stop request) and peer NICs ring the UAR.
@@ -111,7 +112,8 @@ export class Mlx5Hca implements DeviceModel {
       const seen = hca !== null ? doorbellRead(hca, Mlx5Ctl.UAR_DB) : doorbellRead(ctl, DevCtl.SQ_DB);
       const stop = Atomics.load(ctl, DevCtl.STOP);
       if (stop === DeviceStop.ABORT) break;
-      if (this.rt.drain(this) + this.poll() > 0) continue;
+      // the data path before firmware commands: a WQE that rang the UAR waits for no command peek.
+      if (this.poll() + this.rt.drain(this) > 0) continue;
       if (stop === DeviceStop.DRAIN) break;
       if (this.spin(seen)) continue;
       const left = Math.max(0, Math.min(WAIT_SLICE_MS, this.nextTimer - performance.now()));
@@ -133,8 +135,9 @@ export class Mlx5Hca implements DeviceModel {
     // first time only after 64 (a poster that rings within them costs the loop no clock read).
     let end = 0;
     for (let i = 1; ; i++) {
-      if (this.rt.sq.peek() >= 0) return true;
+      // the UAR first: a poster's doorbell is the latency-bound case, a command is not.
       if (hca !== null && doorbellRead(hca, Mlx5Ctl.UAR_DB) !== seen) return true;
+      if (this.rt.sq.peek() >= 0) return true;
       if ((i & 63) === 0) {
         const now = performance.now();
         if (end === 0) end = now + this.spinMs;

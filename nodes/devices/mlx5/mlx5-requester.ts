@@ -89,7 +89,8 @@ export function decodeSend(eng: MkeyEngine, qp: QpHw, base: number, out: LocalRe
   }
   if ((flags & IbvSendFlags.IBV_SEND_INLINE) !== 0 && out.op !== IbvWrOpcode.IBV_WR_RDMA_READ) {
     if (nsge < 0 || nsge > MLX5_MAX_INLINE) return IbvWcStatus.IBV_WC_LOC_LEN_ERR;
-    for (let i = 0; i < MLX5_MAX_INLINE / 4; i++) inlineWords[i] = w[base + SEND_WQE_INLINE + i];
+    // only the words the bytes occupy (the rest of inlineBuf is not read: LocalReq.inline's len bytes)
+    for (let i = 0, n = (nsge + 3) >> 2; i < n; i++) inlineWords[i] = w[base + SEND_WQE_INLINE + i];
     out.len = nsge;
     out.inline = inlineBuf; // its first out.len bytes (no subarray per WQE)
     out.lkey = 0;
