@@ -202,6 +202,10 @@ const kSmallCopy = 16;
 /**
  * Move n bytes of one resolved run to another: a loop for a few bytes; the arena's memory.copy
  * when both are in one arena (fabric/phys-arena.ts: memmove speed); `set` otherwise.
+ * The last kSmallCopy bytes land last, as a device's in-order posted writes do: memmove picks
+ * its own block order, so they are stored after it (a poller of a buffer's last byte, like
+ * perftest's ib_write_lat, then sees the whole message). An overlapping copy inside one region
+ * is one memmove (no order to keep).
  * Called by: dmaCopyTph, and device caches copying between DmaRunRecords (mlx5 mkeys).
  */
 export function dmaCopyBytes(
@@ -214,9 +218,16 @@ export function dmaCopyBytes(
   n: number,
 ): void {
   if (n <= kSmallCopy) for (let i = 0; i < n; i++) dst[dOff + i] = src[sOff + i];
-  else if (srcArena !== null && srcArena === dstArena)
-    srcArena(dst.byteOffset + dOff, src.byteOffset + sOff, n);
-  else dst.set(src.subarray(sOff, sOff + n), dOff);
+  else if (srcArena !== null && srcArena === dstArena) {
+    const d = dst.byteOffset + dOff;
+    const s = src.byteOffset + sOff;
+    if (d - s < n && s - d < n) srcArena(d, s, n);
+    else {
+      const head = n - kSmallCopy;
+      srcArena(d, s, head);
+      for (let i = head; i < n; i++) dst[dOff + i] = src[sOff + i];
+    }
+  } else dst.set(src.subarray(sOff, sOff + n), dOff);
 }
 
 function fault(

@@ -20,6 +20,8 @@
  * with Atomics afterwards (a full barrier on x86), as it did after `set`.
  */
 
+import { randomUUID } from 'node:crypto';
+
 // The WebAssembly JS API this file uses (the project's TypeScript lib has no DOM/wasm types).
 interface WasmMemory {
   readonly buffer: ArrayBufferLike;
@@ -34,8 +36,8 @@ const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 /** Structured-cloneable arena handle (the Memory is shared, not copied). */
 export interface PhysArenaDescriptor {
-  /** Unique in the process. */
-  id: number;
+  /** Unique (a random UUID: even two loaded copies of this module never share one). */
+  id: string;
   /** A shared WebAssembly.Memory. */
   memory: WasmMemory;
 }
@@ -47,8 +49,6 @@ export type PhysArenaCopy = (dst: number, src: number, n: number) => void;
 const kMaxPages = 65536;
 const kWasmPage = 65536;
 
-let nextArenaId = 1;
-
 /**
  * Create an empty arena of at most `maxBytes` (4 GiB, wasm32's limit; tests pass less), or null
  * when this process cannot reserve one (regions then get SharedArrayBuffers of their own).
@@ -57,7 +57,7 @@ let nextArenaId = 1;
 export function physArenaCreate(maxBytes = kMaxPages * kWasmPage): PhysArenaDescriptor | null {
   const maximum = Math.min(kMaxPages, Math.floor(maxBytes / kWasmPage));
   try {
-    return { id: nextArenaId++, memory: new Wasm.Memory({ initial: 0, maximum, shared: true }) };
+    return { id: randomUUID(), memory: new Wasm.Memory({ initial: 0, maximum, shared: true }) };
   } catch {
     return null; // RangeError: no address space for the reservation
   }
@@ -94,19 +94,22 @@ const kCopyModule = new Uint8Array([
   0x0a, 0x0e, 0x01, 0x0c, 0x00, 0x20, 0x00, 0x20, 0x01, 0x20, 0x02, 0xfc, 0x0a, 0x00, 0x00, 0x0b, // code
 ]);
 let copyModule: object | null = null;
-const copiers = new Map<number, PhysArenaCopy>();
+// Weak: the instance holds the arena's memory, and a host's views (which hold the function)
+// are what keeps it alive; a strong cache would keep every host's memory until the process exits.
+const copiers = new Map<string, WeakRef<PhysArenaCopy>>();
 
 /**
- * This thread's copy function for an arena (one instance per arena id and thread, cached).
+ * This thread's copy function for an arena (one instance per arena and thread while in use).
  * Called by: PhysMapView when it applies a map whose regions live in an arena.
  */
 export function physArenaCopy(desc: PhysArenaDescriptor): PhysArenaCopy {
-  let c = copiers.get(desc.id);
+  let c = copiers.get(desc.id)?.deref();
   if (c === undefined) {
     copyModule ??= new Wasm.Module(kCopyModule);
     const inst = new Wasm.Instance(copyModule, { e: { m: desc.memory } });
     c = inst.exports.c as PhysArenaCopy;
-    copiers.set(desc.id, c);
+    for (const [id, r] of copiers) if (r.deref() === undefined) copiers.delete(id);
+    copiers.set(desc.id, new WeakRef(c));
   }
   return c;
 }

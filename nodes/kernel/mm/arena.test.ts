@@ -1,7 +1,9 @@
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { DmaCtx, dmaCopy, DmaStatus } from '../../fabric/dma.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
-import { physArenaCreate } from '../../fabric/phys-arena.ts';
+import { physArenaAlloc, physArenaCopy, physArenaCreate } from '../../fabric/phys-arena.ts';
 import { memRegionBytes } from '../../fabric/phys-map-layout.ts';
 import { Iommu, iommuDeviceDmaCtx } from '../iommu/iommu.ts';
 import { HostKernel } from '../kernel.ts';
@@ -88,15 +90,39 @@ describe('phys-arena', () => {
         if (dOff > 0) expect(r.b.bytes[dOff - 1]).toBe(0xee);
         if (dOff + n < r.b.size) expect(r.b.bytes[dOff + n]).toBe(0xee);
       }
-      // an overlapping copy inside one region behaves like memmove
+      // an overlapping copy inside one region behaves like memmove, either way round
       r.a.bytes.set(pattern(16 * PAGE_SIZE, 9));
       expect(dmaCopy(r.ctx, r.wa.phys, true, r.ctx, r.wa.phys + 100, true, 1000)).toBe(DmaStatus.OK);
       expect(
         Buffer.compare(r.a.bytes.subarray(100, 1100), pattern(16 * PAGE_SIZE, 9).subarray(0, 1000)),
       ).toBe(0);
+      r.a.bytes.set(pattern(16 * PAGE_SIZE, 4));
+      expect(dmaCopy(r.ctx, r.wa.phys + 100, true, r.ctx, r.wa.phys, true, 1000)).toBe(DmaStatus.OK);
+      const moved = pattern(16 * PAGE_SIZE, 4).subarray(100, 1100);
+      expect(Buffer.compare(r.a.bytes.subarray(0, 1000), moved)).toBe(0);
     } finally {
       r.close();
     }
+  });
+
+  it('phys-arena - the copy cache does not keep a dropped arena alive', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const make = () => {
+      const arena = physArenaCreate(65536)!;
+      expect(physArenaAlloc(arena, 65536)).not.toBeNull();
+      physArenaCopy(arena)(0, 8, 8); // cached for this thread
+      return new WeakRef(arena.memory);
+    };
+    const ref = make();
+    // a WeakRef's target lives to the end of the job that made or deref()ed it: collect in later jobs
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    await tick();
+    gc();
+    await tick();
+    gc();
+    await tick();
+    expect(ref.deref()).toBeUndefined();
   });
 
   it('phys-arena - a region the arena has no room for gets its own SAB, and DMA to and from it still lands', () => {
