@@ -204,7 +204,8 @@ const kSmallCopy = 16;
  * when both are in one arena (fabric/phys-arena.ts: memmove speed); `set` otherwise.
  * The last kSmallCopy bytes land last, as a device's in-order posted writes do: memmove picks
  * its own block order, so they are stored after it (a poller of a buffer's last byte, like
- * perftest's ib_write_lat, then sees the whole message). An overlapping copy inside one region
+ * perftest's ib_write_lat, then sees the whole message where stores are seen in program order,
+ * as on x86; `set` gave no more on weaker machines). An overlapping copy inside one region
  * is one memmove (no order to keep).
  * Called by: dmaCopyTph, and device caches copying between DmaRunRecords (mlx5 mkeys).
  */
