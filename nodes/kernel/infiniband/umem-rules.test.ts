@@ -5,16 +5,9 @@
 // racing an invalidate or a page fault leaves no mapping, no live translation and no IOMMU fault.
 import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
-import { onTrace, type TracePoint } from '../../../common/trace.ts';
+import { onTrace } from '../../../common/trace.ts';
 import { expectCode } from '../../../test/support/expect-errno.ts';
-import {
-  hcaMkeyBase,
-  Mlx5Ctl,
-  Mlx5Mkey,
-  Mlx5MkeyState,
-  Mlx5Xlt,
-  mlx5KeyIndex,
-} from '../../fabric/mlx5-layout.ts';
+import { Mlx5Ctl, Mlx5Mkey, Mlx5MkeyState, Mlx5Xlt } from '../../fabric/mlx5-layout.ts';
 import { DmaFenceTimeline } from '../dma-buf/dma-fence.ts';
 import {
   DmaResvUsage,
@@ -25,10 +18,7 @@ import {
 } from '../dma-buf/dma-resv.ts';
 import { PAGE_SIZE } from '../dma-buf/scatterlist.ts';
 import {
-  IbvSendFlags,
-  type IbvSendWr,
   IbvWcStatus as S,
-  IbvWrOpcode,
   ibvDeregMr,
   ibvPostSend,
   ibvRegDmabufMr,
@@ -52,51 +42,21 @@ import {
   ALL_ACCESS,
   firstDiff,
   MS,
+  mkeyWord,
   mockBuf,
   pattern,
   pollN,
   rcPair,
-  type RdmaHost,
   rdmaHost,
   rdmaTeardown,
+  rdmaWr,
+  traceCounter,
 } from './fixtures/rdma-host.ts';
 
 afterEach(rdmaTeardown);
 
-const SIG = IbvSendFlags.IBV_SEND_SIGNALED;
 const IOVA = 0x800_0000;
 const NOP_OPS: IbUmemDmabufOps = { invalidate: () => {} };
-
-function rdma(
-  op: 'write' | 'read',
-  id: number,
-  lkey: number,
-  laddr: number,
-  rkey: number,
-  raddr: number,
-  len: number,
-): IbvSendWr {
-  return {
-    wr_id: id,
-    opcode: op === 'write' ? IbvWrOpcode.IBV_WR_RDMA_WRITE : IbvWrOpcode.IBV_WR_RDMA_READ,
-    send_flags: SIG,
-    sg_list: [{ addr: laddr, length: len, lkey }],
-    wr: { rdma: { remote_addr: raddr, rkey } },
-  };
-}
-
-function mkeyWord(h: RdmaHost, key: number, word: number): number {
-  return Atomics.load(h.nics[0].hca, hcaMkeyBase(mlx5KeyIndex(key)) + word);
-}
-
-/** Count the events of `point` while `fn` runs (filtered by `keep`). */
-function counter(point: TracePoint, keep: (m: Record<string, unknown>) => boolean = () => true) {
-  const c = { n: 0, off: () => {} };
-  c.off = onTrace(point, (m) => {
-    if (keep(m as Record<string, unknown>)) c.n++;
-  });
-  return c;
-}
 
 describe('ib_umem_dmabuf rules', () => {
   it('umem - get without an invalidate op, with a zero length, or with offset + size overflowing is EINVAL and takes nothing', async () => {
@@ -180,7 +140,7 @@ describe('ib_umem_dmabuf rules', () => {
     const B = mockBuf(h, 64 << 10);
     const buf = B.exp.dmabuf;
     const dev = h.nics[0].dev;
-    const unmaps = counter('dmabufUnmap', (m) => m.buf === String(buf));
+    const unmaps = traceCounter('dmabufUnmap', (m) => m.buf === String(buf));
     try {
       // a window [PAGE + 100, +2 pages) covers pages 1..3 of the 16.
       const umem = await withDeadline(
@@ -244,7 +204,7 @@ describe('ib_umem_dmabuf rules', () => {
     const [a] = await rcPair(h.ctxs[0], h.ctxs[0]);
     const B = mockBuf(h, 64 << 10);
     const buf = B.exp.dmabuf;
-    const unmaps = counter('dmabufUnmap', (m) => m.buf === String(buf));
+    const unmaps = traceCounter('dmabufUnmap', (m) => m.buf === String(buf));
     try {
       const mr = await withDeadline(
         ibvRegDmabufMr(a.pd, 4096, 8192, IOVA + 4096, B.fd, ALL_ACCESS),
@@ -268,9 +228,9 @@ describe('ib_umem_dmabuf rules', () => {
     const B = mockBuf(h, 64 << 10);
     const buf = B.exp.dmabuf;
     const of = (m: Record<string, unknown>) => String(m.buf ?? m.umem ?? '').includes(String(buf));
-    const unmaps = counter('dmabufUnmap', of);
-    const unpins = counter('dmabufUnpin', of);
-    const revokes = counter('rdmaUmemRevoke', of);
+    const unmaps = traceCounter('dmabufUnmap', of);
+    const unpins = traceCounter('dmabufUnpin', of);
+    const revokes = traceCounter('rdmaUmemRevoke', of);
     try {
       // returns with the resv lock held (rule 6).
       const umem = await withDeadline(
@@ -317,7 +277,7 @@ describe('ib_umem_dmabuf rules', () => {
     const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
     const B = mockBuf(h, 64 << 10);
     const buf = B.exp.dmabuf;
-    const unpins = counter('dmabufUnpin', (m) => String(m.buf).includes(String(buf)));
+    const unpins = traceCounter('dmabufUnpin', (m) => String(m.buf).includes(String(buf)));
     try {
       const mr = await withDeadline(
         mlx5dvRegDmabufMr(b.pd, 0, 64 << 10, IOVA, B.fd, ALL_ACCESS, A.P2PEMU_PINNED_REVOCABLE),
@@ -336,7 +296,7 @@ describe('ib_umem_dmabuf rules', () => {
       const src = mmapAnonymous(h.proc, 4096);
       src.bytes.fill(0x5a);
       const smr = ibvRegMr(a.pd, src.addr, 4096, ALL_ACCESS);
-      ibvPostSend(a.qp, rdma('write', 1, smr.lkey, src.addr, mr.rkey, IOVA, 4096));
+      ibvPostSend(a.qp, rdmaWr('write', 1, smr.lkey, src.addr, mr.rkey, IOVA, 4096));
       expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_REM_ACCESS_ERR);
       expect(B.read(0, 4096).every((x) => x === 0)).toBe(true);
       await withDeadline(ibvDeregMr(mr), MS, 'dereg');
@@ -375,11 +335,11 @@ describe('mlx5 dma-buf MR registration and deregistration rules', () => {
       src.bytes.set(pattern(len, 5));
       const smr = ibvRegMr(a.pd, src.addr, src.length, ALL_ACCESS);
       // the first access touches the last byte of the window too.
-      ibvPostSend(a.qp, rdma('write', 1, smr.lkey, src.addr, mr.rkey, iova, len));
+      ibvPostSend(a.qp, rdmaWr('write', 1, smr.lkey, src.addr, mr.rkey, iova, len));
       expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
       expect(firstDiff(B.read(off, len), pattern(len, 5))).toBe(-1);
       src.bytes.fill(0);
-      ibvPostSend(a.qp, rdma('read', 2, smr.lkey, src.addr, mr.rkey, iova, len));
+      ibvPostSend(a.qp, rdmaWr('read', 2, smr.lkey, src.addr, mr.rkey, iova, len));
       expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
       expect(firstDiff(src.bytes.subarray(0, len), pattern(len, 5))).toBe(-1);
       expect(Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_PAGE_FAULTS)).toBe(faults0);
@@ -397,7 +357,7 @@ describe('mlx5 dma-buf MR registration and deregistration rules', () => {
     for (const first of ['move', 'dereg', 'move', 'dereg']) {
       const B = mockBuf(h, 64 << 10);
       const mr = await withDeadline(ibvRegDmabufMr(b.pd, 0, 64 << 10, IOVA, B.fd, ALL_ACCESS), MS, 'reg');
-      ibvPostSend(a.qp, rdma('write', 1, smr.lkey, src.addr, mr.rkey, IOVA, 8192));
+      ibvPostSend(a.qp, rdmaWr('write', 1, smr.lkey, src.addr, mr.rkey, IOVA, 8192));
       expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
       // both started in the same tick; each takes the resv lock in its own turn.
       const both: Promise<unknown> =
@@ -440,7 +400,7 @@ describe('mlx5 dma-buf MR registration and deregistration rules', () => {
       if ((m as { buf: string }).buf === String(buf)) remapped();
     });
     try {
-      ibvPostSend(a.qp, rdma('write', 1, smr.lkey, src.addr, mr.rkey, IOVA, 8192));
+      ibvPostSend(a.qp, rdmaWr('write', 1, smr.lkey, src.addr, mr.rkey, IOVA, 8192));
       await withDeadline(remap, MS, 'page fault re-map');
     } finally {
       off();
@@ -466,7 +426,7 @@ describe('mlx5 dma-buf MR registration and deregistration rules', () => {
     // the stale rkey reaches nothing, on a new QP pair.
     const [c] = await rcPair(h.ctxs[0], h.ctxs[0]);
     const cmr = ibvRegMr(c.pd, src.addr, 8192, ALL_ACCESS);
-    ibvPostSend(c.qp, rdma('write', 2, cmr.lkey, src.addr, mr.rkey, IOVA, 4096));
+    ibvPostSend(c.qp, rdmaWr('write', 2, cmr.lkey, src.addr, mr.rkey, IOVA, 4096));
     expect((await pollN(c.cq, 1))[0].status).toBe(S.IBV_WC_REM_ACCESS_ERR);
     expect(h.nics[0].host.alive).toBe(true);
     expect(h.kernel.iommu.faultLog.drain()).toEqual([]);
