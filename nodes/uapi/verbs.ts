@@ -568,7 +568,9 @@ function u64Words(v: unknown): [number, number] | null {
  */
 export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): void {
   const fn = 'ibv_post_send';
-  const list = Array.isArray(wrs) ? wrs : [wrs as IbvSendWr];
+  // one WR is not wrapped in an array (an allocation per post on the latency path)
+  const many = Array.isArray(wrs);
+  const count = many ? (wrs as readonly IbvSendWr[]).length : 1;
   const st = qp.qp.state;
   if (st !== IbvQpState.IBV_QPS_RTS && st !== IbvQpState.IBV_QPS_ERR) {
     throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is in state ${st}, not RTS`), { badWr: 0 });
@@ -577,8 +579,8 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
   const w = sq.words;
   let posted = 0;
   try {
-    for (let i = 0; i < list.length; i++) {
-      const wr = list[i];
+    for (let i = 0; i < count; i++) {
+      const wr = many ? (wrs as readonly IbvSendWr[])[i] : (wrs as IbvSendWr);
       if (!wr || !Number.isSafeInteger(wr.wr_id) || wr.wr_id < 0) throw postErr(fn, i, '.wr_id');
       if (!sendOp(wr.opcode)) throw postErr(fn, i, `.opcode ${wr.opcode} is not supported`);
       const flags = wr.send_flags ?? 0;
@@ -661,7 +663,8 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
 /** ibv_post_recv: the QP must be past RESET. Throws: EINVAL naming wr[i]; ENOMEM when full. */
 export function ibvPostRecv(qp: IbvQp, wrs: IbvRecvWr | readonly IbvRecvWr[]): void {
   const fn = 'ibv_post_recv';
-  const list = Array.isArray(wrs) ? wrs : [wrs as IbvRecvWr];
+  const many = Array.isArray(wrs);
+  const count = many ? (wrs as readonly IbvRecvWr[]).length : 1;
   if (qp.qp.state === IbvQpState.IBV_QPS_RESET) {
     throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is in RESET`), { badWr: 0 });
   }
@@ -669,8 +672,8 @@ export function ibvPostRecv(qp: IbvQp, wrs: IbvRecvWr | readonly IbvRecvWr[]): v
   const w = rq.words;
   let posted = 0;
   try {
-    for (let i = 0; i < list.length; i++) {
-      const wr = list[i];
+    for (let i = 0; i < count; i++) {
+      const wr = many ? (wrs as readonly IbvRecvWr[])[i] : (wrs as IbvRecvWr);
       if (!wr || !Number.isSafeInteger(wr.wr_id) || wr.wr_id < 0) throw postErr(fn, i, '.wr_id');
       const sge = checkSge(fn, i, wr.sg_list, qp.qp.cap.max_recv_sge);
       const s = rq.claim();
