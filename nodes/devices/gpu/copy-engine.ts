@@ -1,12 +1,14 @@
 /**
  * The GPU's copy engine (amdgpu's SDMA, a DMA engine separate from the shader cores): COPY
- * moves LEN bytes from SRC to DST through one staging buffer, GPU_CHUNK at a time. Either side
+ * moves LEN bytes from SRC to DST, GPU_CHUNK at a time, each piece one memory-to-memory DMA
+ * (dmaCopy: a memmove when both ends are in the host's memory arena, instead of two copies
+ * through a staging buffer, each at `set` speed on shared memory). Either side
  * may be a GPU VA (an IOVA of the GPU's own IOMMU domain: its VRAM and the system pages the
  * driver mapped) or a PCI bus address of a peer's BAR (GpuCmdFlag.SRC_BUS / DST_BUS).
  *
  * Runs inside the device worker; reaches memory only through fabric/dma.ts.
  */
-import { DmaStatus, dmaRead, dmaReadBus, dmaWrite, dmaWriteBus } from '../../fabric/dma.ts';
+import { DmaStatus, dmaCopy, dmaRead, dmaReadBus, dmaWrite, dmaWriteBus } from '../../fabric/dma.ts';
 import { GPU_CHUNK, GpuCmdFlag } from '../../fabric/gpu-layout.ts';
 import type { DeviceCommand, DeviceRuntime } from '../device-runtime.ts';
 
@@ -35,26 +37,22 @@ export function gpuDmaWrite(
   return bus ? dmaWriteBus(rt.dma, addr, buf, 0, n) : dmaWrite(rt.dma, addr, buf, 0, n);
 }
 
-/** One copy engine with its staging buffer. One per GPU model (per worker). */
+/** One copy engine. One per GPU model (per worker). */
 export class GpuCopyEngine {
   copies = 0;
   bytes = 0;
-  private readonly stage = new Uint8Array(GPU_CHUNK);
 
   /**
    * Execute COPY (length and flags already checked by the model).
    * Called by: GpuModel.execute(), device worker. Returns 0 or the DMA status of the piece that
-   * failed (earlier pieces have landed, as completed TLPs do).
+   * failed (earlier runs have landed, as completed TLPs do).
    */
   copy(rt: DeviceRuntime, cmd: DeviceCommand): number {
     const srcBus = (cmd.flags & GpuCmdFlag.SRC_BUS) !== 0;
     const dstBus = (cmd.flags & GpuCmdFlag.DST_BUS) !== 0;
-    const buf = this.stage;
     for (let off = 0; off < cmd.len; off += GPU_CHUNK) {
       const n = Math.min(GPU_CHUNK, cmd.len - off);
-      let s = gpuDmaRead(rt, srcBus, cmd.src + off, n, buf);
-      if (s !== DmaStatus.OK) return s;
-      s = gpuDmaWrite(rt, dstBus, cmd.dst + off, buf, n);
+      const s = dmaCopy(rt.dma, cmd.src + off, srcBus, rt.dma, cmd.dst + off, dstBus, n);
       if (s !== DmaStatus.OK) return s;
     }
     this.copies++;
