@@ -1,7 +1,8 @@
 /**
  * VFIO uapi: open a vfio-pci device (its /dev/vfio/devices/vfioN cdev), read/write its PCI
  * command register (config space), VFIO_DEVICE_RESET, VFIO_DEVICE_FEATURE (DMA_BUF: export BAR
- * ranges as a dma-buf fd; DMA_BUF_TPH), region info, close; and the device's own queue commands
+ * ranges as a dma-buf fd; DMA_BUF_TPH; DMA_BUF_REVOKE: revoke one of them for good), region info,
+ * close; and the device's own queue commands
  * (CHECKSUM / FILL of a BAR range). Fds are the process's; a dma-buf fd from here is an ordinary
  * dma-buf fd (nodes/uapi/dma-buf.ts closes it, test importers and NIC drivers import it).
  *
@@ -28,10 +29,12 @@ import {
 import { vfioPciFind } from '../kernel/vfio/vfio-pci.ts';
 import {
   VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE,
   VFIO_DEVICE_FEATURE_DMA_BUF_TPH,
   VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_SET,
   type VfioDeviceFeatureDmaBuf,
+  type VfioDeviceFeatureDmaBufRevoke,
   type VfioDeviceFeatureDmaBufTph,
 } from '../kernel/vfio/vfio-uapi.ts';
 import { type Process, syscall } from './process.ts';
@@ -168,6 +171,19 @@ export async function vfioDeviceFeatureDmaBufTph(
   data: VfioDeviceFeatureDmaBufTph,
 ): Promise<void> {
   await vfioDeviceFeature(proc, fd, VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_BUF_TPH, data);
+}
+
+/**
+ * VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE (SET, proposed): revoke dma-buf `dmabuf_fd` of this device
+ * for good. Resolves once its importers were invalidated and unmapped; the dma-buf fd stays open.
+ * Throws: EBADF, EINVAL (not a dma-buf fd), ENODEV (not this device's), ETIMEDOUT.
+ */
+export async function vfioDeviceFeatureDmaBufRevoke(
+  proc: Process,
+  fd: number,
+  data: VfioDeviceFeatureDmaBufRevoke,
+): Promise<void> {
+  await vfioDeviceFeature(proc, fd, VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE, data);
 }
 
 /** The device's CHECKSUM of `len` bytes at `offset` of BAR `bar`: their CRC-32. */

@@ -14,7 +14,9 @@
  *  - decode off (command write) .... revoke; decode on .... un-revoke;
  *  - reset (VFIO_DEVICE_RESET, FLR) . revoke, reset, un-revoke if decode is on;
  *  - last close of the device fd .... permanent revoke of every buffer, which also leaves the
- *                                     device's list (vfioPciDmaBufCleanup).
+ *                                     device's list (vfioPciDmaBufCleanup);
+ *  - VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE  permanent revoke of one buffer (BARs stay reachable).
+ * A buffer revoked for good is never un-revoked (vfio-pci-revoke.ts, DOC: states).
  * A revoke that times out (an importer that never unmaps, a fence that never signals) does not
  * stop the state change: the command, reset or close completes, then rejects with ETIMEDOUT
  * naming the buffer (the kernel WARNs and goes on).
@@ -39,13 +41,18 @@ import type { FdTable } from '../fs/file.ts';
 import type { HostKernel } from '../kernel.ts';
 import { WwMutex } from '../locking/ww-mutex.ts';
 import type { MemRegion } from '../mm/region.ts';
-import { type VfioPciDmaBuf, vfioPciCoreFeatureDmaBuf } from './vfio-pci-dmabuf.ts';
+import {
+  type VfioPciDmaBuf,
+  vfioPciCoreFeatureDmaBuf,
+  vfioPciCoreFeatureDmaBufRevoke,
+} from './vfio-pci-dmabuf.ts';
 import { vfioPciDmaBufCleanup, vfioPciDmaBufMove } from './vfio-pci-revoke.ts';
 import { vfioPciCoreFeatureDmaBufTph } from './vfio-pci-tph.ts';
 import {
   PCI_COMMAND_MEMORY,
   PciTphCompleter,
   VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE,
   VFIO_DEVICE_FEATURE_DMA_BUF_TPH,
   VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_MASK,
@@ -292,7 +299,9 @@ export async function vfioPciCoreReset(vdev: VfioPciCoreDevice): Promise<void> {
 
 /**
  * VFIO_DEVICE_FEATURE (vfio_ioctl_device_feature + vfio_pci_core_ioctl_feature): check the
- * flags, then dispatch. Returns 0 for PROBE and SET, the new dma-buf fd for DMA_BUF GET.
+ * flags, then dispatch: DMA_BUF (GET), DMA_BUF_TPH (SET), DMA_BUF_REVOKE (SET); DMA_BUF_MEMATTR is
+ * not implemented (no dma-buf mmap) and is refused like an unknown feature. Returns 0 for PROBE
+ * and SET, the new dma-buf fd for DMA_BUF GET.
  * Called by: the device fd (uapi); new fds go to `fdt`.
  * Throws: EINVAL naming `flags` (unknown bits, GET with SET, neither, an op the feature lacks);
  * EOPNOTSUPP for an unknown feature (the kernel's ENOTTY); ENODEV if not open; the feature's errors.
@@ -316,7 +325,8 @@ export async function vfioPciCoreIoctlFeature(
   const feature = flags & VFIO_DEVICE_FEATURE_MASK;
   let supported: number;
   if (feature === VFIO_DEVICE_FEATURE_DMA_BUF) supported = VFIO_DEVICE_FEATURE_GET;
-  else if (feature === VFIO_DEVICE_FEATURE_DMA_BUF_TPH) supported = VFIO_DEVICE_FEATURE_SET;
+  else if (feature === VFIO_DEVICE_FEATURE_DMA_BUF_TPH || feature === VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE)
+    supported = VFIO_DEVICE_FEATURE_SET;
   else throw err('EOPNOTSUPP', `${fn}: feature ${feature} is not supported by ${vdev}`);
   // vfio_check_feature()
   if (flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET) & ~supported) {
@@ -328,6 +338,7 @@ export async function vfioPciCoreIoctlFeature(
   if (probe) return 0;
   if (!get && !set) throw err('EINVAL', `${fn}: flags needs GET, SET or PROBE`);
   if (feature === VFIO_DEVICE_FEATURE_DMA_BUF) return vfioPciCoreFeatureDmaBuf(vdev, data, fdt);
-  await vfioPciCoreFeatureDmaBufTph(vdev, data, fdt);
+  if (feature === VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE) await vfioPciCoreFeatureDmaBufRevoke(vdev, data, fdt);
+  else await vfioPciCoreFeatureDmaBufTph(vdev, data, fdt);
   return 0;
 }

@@ -1,10 +1,11 @@
 /**
  * VFIO dma-buf export of PCI BARs (drivers/vfio/pci/vfio_pci_dmabuf.c, 2026 semantics,
- * kernel-semantics §6): VFIO_DEVICE_FEATURE_DMA_BUF and the exporter ops.
+ * kernel-semantics §6): VFIO_DEVICE_FEATURE_DMA_BUF, the proposed VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE
+ * (rule 11) and the exporter ops.
  *
  * DOC: exporter ops (vfio_pci_dmabuf_ops)
  *  - attach: MMIO only: an importer without peer2peer is refused EOPNOTSUPP (no fallback to
- *    system memory exists); a revoked buffer ENODEV; (2026) an importer that is not revocable
+ *    system memory exists); a revoked buffer (temporarily or for good) ENODEV; (2026) an importer that is not revocable
  *    (dmaBufAttachRevocable: no invalidate op, or the "unsupported" sentinel of plain pinned
  *    RDMA MRs) EOPNOTSUPP.
  *  - pin/unpin: allowed (2026: pinned importers are fine once they are revocable); a revoked
@@ -16,14 +17,20 @@
  *  - release: leave the device's list and drop the registration, unless cleanup already did.
  *  - getTph (2026 proposal): the steering tag set with VFIO_DEVICE_FEATURE_DMA_BUF_TPH.
  *
- * Revoke, un-revoke and close cleanup: vfio-pci-revoke.ts.
+ * Revoke states, revoke, un-revoke and close cleanup: vfio-pci-revoke.ts.
  *
  * Thread: kernel. Lock order: memory_lock, then the buffer's resv lock.
  */
 import { err } from '../../../common/errno.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
-import { type DmaBuf, dmaBufAttachRevocable, dmaBufExport, dmaBufPut } from '../dma-buf/dma-buf.ts';
-import { dmaBufFd } from '../dma-buf/dma-buf-file.ts';
+import {
+  type DmaBuf,
+  dmaBufAttachRevocable,
+  dmaBufExport,
+  dmaBufPut,
+  getDmaBuf,
+} from '../dma-buf/dma-buf.ts';
+import { DmaBufFile, dmaBufFd } from '../dma-buf/dma-buf-file.ts';
 import type { DmaBufOps } from '../dma-buf/dma-buf-ops.ts';
 import { dmaResvAssertHeld, dmaResvLock, dmaResvUnlock } from '../dma-buf/dma-resv.ts';
 import { O_CLOEXEC } from '../dma-buf/heaps/dma-heap.ts';
@@ -35,8 +42,13 @@ import {
   type P2pdmaProvider,
 } from './dma-buf-mapping.ts';
 import type { VfioPciBar, VfioPciCoreDevice } from './vfio-pci-core.ts';
-import { PciTphCompleter, VFIO_PCI_ROM_REGION_INDEX, type VfioDeviceFeatureDmaBuf } from './vfio-uapi.ts';
-import { VfioDmaBufMappings } from './vfio-pci-revoke.ts';
+import {
+  PciTphCompleter,
+  VFIO_PCI_ROM_REGION_INDEX,
+  type VfioDeviceFeatureDmaBuf,
+  type VfioDeviceFeatureDmaBufRevoke,
+} from './vfio-uapi.ts';
+import { VfioDmaBufMappings, VfioDmaBufStatus, vfioPciDmaBufRevoke } from './vfio-pci-revoke.ts';
 
 /** O_ACCMODE | O_CLOEXEC: the fd flags a VFIO dma-buf accepts. */
 export const VFIO_DMABUF_VALID_OPEN_FLAGS = 0o3 | O_CLOEXEC;
@@ -61,10 +73,8 @@ export class VfioPciDmaBuf {
   readonly physVec: readonly DmaBufPhysVec[];
   readonly size: number;
   readonly tphCompleter: PciTphCompleter;
-  /** New attach/pin/map fail ENODEV while set. Changed with the resv lock held. */
-  revoked = false;
-  /** Revoked by close: never restored. */
-  permanent = false;
+  /** OK, TEMP_REVOKED or PERM_REVOKED (vfio-pci-revoke.ts, DOC: states). Changed with the resv lock held. */
+  status: VfioDmaBufStatus = VfioDmaBufStatus.OK;
   /** Live mappings (the 2026 kref + completion). */
   readonly mappings = new VfioDmaBufMappings();
   tph: VfioDmaBufTph | null = null;
@@ -77,9 +87,22 @@ export class VfioPciDmaBuf {
     this.provider = { name: vdev.name, busOffset: bar.busOffset };
     this.tphCompleter = vdev.tphCompleter;
   }
+
+  /** New attach/pin/map fail ENODEV: revoked, temporarily or for good. */
+  get revoked(): boolean {
+    return this.status !== VfioDmaBufStatus.OK;
+  }
+
+  /** Revoked for good (the feature or close): never restored. */
+  get permanent(): boolean {
+    return this.status === VfioDmaBufStatus.PERM_REVOKED;
+  }
 }
 
 const privOf = (dmabuf: DmaBuf): VfioPciDmaBuf => dmabuf.priv as VfioPciDmaBuf;
+
+/** " is revoked" or " is revoked for good", for ENODEV messages. */
+const revokedText = (priv: VfioPciDmaBuf): string => `is revoked${priv.permanent ? ' for good' : ''}`;
 
 /** vfio_pci_dmabuf_ops; getTph is the 2026 proposal's optional op of the dma-buf contract. */
 export const vfioPciDmabufOps: DmaBufOps & Required<Pick<DmaBufOps, 'getTph'>> = {
@@ -87,21 +110,22 @@ export const vfioPciDmabufOps: DmaBufOps & Required<Pick<DmaBufOps, 'getTph'>> =
     const priv = privOf(dmabuf);
     if (!attach.peer2peer)
       throw err('EOPNOTSUPP', `vfio_pci_dma_buf_attach: ${attach}: importer is not peer2peer (MMIO only)`);
-    if (priv.revoked) throw err('ENODEV', `vfio_pci_dma_buf_attach: ${dmabuf} is revoked`);
+    if (priv.revoked) throw err('ENODEV', `vfio_pci_dma_buf_attach: ${dmabuf} ${revokedText(priv)}`);
     if (!dmaBufAttachRevocable(attach)) {
       throw err('EOPNOTSUPP', `vfio_pci_dma_buf_attach: ${attach}: importer is not revocable (rule 28)`);
     }
   },
   pin(attach) {
     dmaResvAssertHeld(attach.dmabuf.resv, 'vfio_pci_dma_buf_pin');
-    if (privOf(attach.dmabuf).revoked)
-      throw err('ENODEV', `vfio_pci_dma_buf_pin: ${attach.dmabuf} is revoked`);
+    const priv = privOf(attach.dmabuf);
+    if (priv.revoked) throw err('ENODEV', `vfio_pci_dma_buf_pin: ${attach.dmabuf} ${revokedText(priv)}`);
   },
   unpin() {},
   mapDmaBuf(attach, dir) {
     const priv = privOf(attach.dmabuf);
     dmaResvAssertHeld(attach.dmabuf.resv, 'vfio_pci_dma_buf_map');
-    if (priv.revoked || !priv.vdev) throw err('ENODEV', `vfio_pci_dma_buf_map: ${attach.dmabuf} is revoked`);
+    if (priv.revoked || !priv.vdev)
+      throw err('ENODEV', `vfio_pci_dma_buf_map: ${attach.dmabuf} ${revokedText(priv)}`);
     const mapType = priv.vdev.p2pdmaMapType(attach.dev);
     const sgt = dmaBufPhysVecToSgt(attach, priv.provider, priv.physVec, mapType, dir);
     priv.mappings.get();
@@ -268,7 +292,8 @@ export async function vfioPciCoreFeatureDmaBuf(
     // The device fd may have been closed while this waited: never list a buffer on a closed device.
     if (vdev.openCount === 0 || vdev.removed) return false;
     await dmaResvLock(priv.dmabuf.resv, null);
-    priv.revoked = !vdev.memoryEnabled(); // rule 4: born revoked while decode is off
+    // rule 4: born (temporarily) revoked while decode is off
+    priv.status = vdev.memoryEnabled() ? VfioDmaBufStatus.OK : VfioDmaBufStatus.TEMP_REVOKED;
     vdev.dmabufs.add(priv);
     dmaResvUnlock(priv.dmabuf.resv);
     return true;
@@ -279,4 +304,39 @@ export async function vfioPciCoreFeatureDmaBuf(
   }
   // rule 3: the fd honours open_flags (its access mode, O_CLOEXEC).
   return dmaBufFd(fdt, priv.dmabuf, openFlags);
+}
+
+/**
+ * VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE (SET, proposed Jun 2026, §6.2 rule 11): revoke dma-buf
+ * `dmabuf_fd` of this device for good. On success every dynamic importer was invalidated and
+ * unmapped, every fence retired, and the buffer refuses attach, pin and map (ENODEV) forever,
+ * whatever decode or reset do later; the BAR range may be exported again as a new dma-buf. The
+ * dma-buf fd stays open (closing it later releases the buffer as usual). Revoking a buffer already
+ * revoked for good succeeds again (idempotent; the proposal's v3 says EBADFD).
+ * Called by: vfioPciCoreIoctlFeature. Lock: takes memory_lock, then the buffer's resv lock.
+ * Throws: EINVAL naming dmabuf_fd (not an integer, or an fd that is not a dma-buf) or data
+ * missing; EBADF (fd not open); ENODEV naming dmabuf_fd (a dma-buf of another exporter or of
+ * another device, or one close already took off this device), as the proposal and the TPH
+ * feature do; ETIMEDOUT (after the revoke) if an importer did not unmap or a fence did not signal.
+ */
+export async function vfioPciCoreFeatureDmaBufRevoke(
+  vdev: VfioPciCoreDevice,
+  data: unknown,
+  fdt: FdTable,
+): Promise<void> {
+  const fn = 'VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE';
+  if (!data || typeof data !== 'object') throw err('EINVAL', `${fn}: data missing`);
+  const fd = (data as VfioDeviceFeatureDmaBufRevoke).dmabuf_fd;
+  if (!Number.isInteger(fd)) throw err('EINVAL', `${fn}: dmabuf_fd ${String(fd)} must be an __s32`);
+  // dma_buf_get(): a reference for the duration, so a concurrent close of the fd cannot release it.
+  const dmabuf = getDmaBuf(fdt.getAs(fd, DmaBufFile, `${fn}: dmabuf_fd`).dmabuf);
+  try {
+    const priv = vfioPciDmaBufOf(dmabuf);
+    if (!priv || priv.vdev !== vdev)
+      throw err('ENODEV', `${fn}: dmabuf_fd ${fd} (${dmabuf}) is not a dma-buf of ${vdev}`);
+    const errors = await vdev.withMemoryLock(() => vfioPciDmaBufRevoke(vdev, priv));
+    if (errors.length > 0) throw errors[0];
+  } finally {
+    dmaBufPut(dmabuf);
+  }
 }

@@ -27,6 +27,18 @@ export const VFIO_DEVICE_FEATURE_PROBE = 1 << 18;
 export const VFIO_DEVICE_FEATURE_DMA_BUF = 11;
 /** SET: steering tag and processing hint for a dma-buf of this device (2026 series v2, unmerged). */
 export const VFIO_DEVICE_FEATURE_DMA_BUF_TPH = 13;
+/*
+ * Matt Evans' proposals (Jun 2026, unmerged). Their numbers are not final: v3 of the revoke
+ * series uses 13, which the TPH series above also claims, and 12 is MIG_PRECOPY_INFOv2
+ * upstream; the emulator takes the next free numbers after TPH.
+ */
+/** SET: permanently revoke one dma-buf of this device (`{ dmabuf_fd }`), kernel-semantics §6.2 rule 11. */
+export const VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE = 14;
+/**
+ * SET: memory attributes (NC / WC) for future mmaps of a dma-buf. Not implemented: the emulator has
+ * no dma-buf mmap, so the feature is answered EOPNOTSUPP like any unknown one.
+ */
+export const VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR = 15;
 
 /** struct vfio_region_dma_range. __u64 fields: a number (safe integer) or a bigint below 2^64. */
 export interface VfioRegionDmaRange {
@@ -53,6 +65,12 @@ export interface VfioDeviceFeatureDmaBufTph {
   ph: number;
   /** Must be 0. */
   reserved?: number;
+}
+
+/** struct vfio_device_feature_dma_buf_revoke (the feature's data). */
+export interface VfioDeviceFeatureDmaBufRevoke {
+  /** A dma-buf fd this device exported with VFIO_DEVICE_FEATURE_DMA_BUF (__s32). */
+  dmabuf_fd: number;
 }
 
 /**
