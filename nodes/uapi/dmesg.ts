@@ -36,7 +36,7 @@ const formats: Partial<Record<TracePoint, Fmt>> = {
   vfioMap: (m) =>
     `vfio-pci ${m.provider}: ${m.dev} maps BAR range (${m.mapType}), ${m.nents} segment(s) at ${m.first}`,
   vfioRevoke: (m) =>
-    `vfio-pci ${m.dev}: ${m.buf} ${m.revoked ? (m.permanent ? 'revoked for good (close)' : 'revoked') : 'restored'}`,
+    `vfio-pci ${m.dev}: ${m.buf} ${m.revoked ? (m.permanent ? `revoked for good (${m.reason})` : 'revoked') : 'restored'}`,
   vfioRevokeTimeout: (m) => `vfio-pci: revoke of ${m.buf} timed out waiting for ${m.what}`,
   vfioCommand: (m) => `vfio-pci ${m.dev}: PCI command ${m.old} -> ${m.command}`,
   vfioReset: (m) => `vfio-pci ${m.dev}: function level reset`,
