@@ -5,13 +5,11 @@
 // IOMMU) and raw dynamic attachments (nic, bus addresses).
 import { afterEach, describe, expect, it } from 'vitest';
 import { Latch, withDeadline } from '../../../common/deadline.ts';
-import { EmuError, Errno } from '../../../common/errno.ts';
+import { Errno } from '../../../common/errno.ts';
 import { expectCode } from '../../../test/support/expect-errno.ts';
 import { close as fdClose, dmaHeapAlloc } from '../../uapi/dma-buf.ts';
 import {
   O_RDWR,
-  PCI_COMMAND_MASTER,
-  PCI_COMMAND_MEMORY,
   VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR,
   VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE,
   VFIO_DEVICE_FEATURE_GET,
@@ -44,6 +42,7 @@ import {
   vfioHost,
   vfioHostsTeardown,
 } from './fixtures/vfio-host.ts';
+import { DECODE_OFF, DECODE_ON, exportBar0, LEN, revokeUnderTraffic } from './fixtures/revoke.ts';
 import { vfioPciProbe, vfioPciRemove } from './vfio-pci.ts';
 import { vfioPciDmaBufOf } from './vfio-pci-dmabuf.ts';
 import { VfioDmaBufStatus } from './vfio-pci-revoke.ts';
@@ -51,22 +50,7 @@ import { VfioDmaBufStatus } from './vfio-pci-revoke.ts';
 afterEach(vfioHostsTeardown);
 
 const BIDI = DmaDataDirection.BIDIRECTIONAL;
-const LEN = 4 * PAGE_SIZE;
-const DECODE_OFF = PCI_COMMAND_MASTER;
-const DECODE_ON = PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
 const { OK, TEMP_REVOKED, PERM_REVOKED } = VfioDmaBufStatus;
-
-async function exportBar0(h: VfioHost, offset = 0) {
-  const fd = await vfioDeviceFeatureDmaBuf(h.proc, h.devFd, {
-    region_index: 0,
-    open_flags: O_RDWR,
-    flags: 0,
-    nr_ranges: 1,
-    dma_ranges: [{ offset, length: LEN }],
-  });
-  const buf = h.buf(fd);
-  return { fd, buf, priv: vfioPciDmaBufOf(buf)! };
-}
 
 /** Where an importer's invalidations go: set a latch before the revoke that should unlock it. */
 type Hook = { latch: Latch | null };
@@ -293,44 +277,14 @@ describe('vfio permanent revoke under traffic', () => {
     const h = vfioHost();
     const { fd, buf } = await exportBar0(h);
     const imp = await gpuImporter(h, buf);
-    const landedBefore = new Latch(20, MS, 'writes before the revoke');
-    const failedAfter = new Latch(10, MS, 'refused accesses after the revoke');
-    let revoked = false;
-    let stop = false;
-    let lastOk = 0;
-    let lastTable: SgTable | null = null;
-    const landedAfter: number[] = [];
-    const traffic = (async () => {
-      for (let seq = 1; !stop; seq++) {
-        try {
-          if ((await imp.write(0, pattern(PAGE_SIZE, seq))) === 0) {
-            if (revoked) landedAfter.push(seq);
-            lastOk = seq;
-            lastTable = imp.current;
-            landedBefore.unlock();
-          }
-        } catch (e) {
-          if (!(e instanceof EmuError && e.code === 'ENODEV')) throw e;
-          if (revoked) failedAfter.unlock();
-        }
-        // The device issues its next DMA asynchronously, as hardware does.
-        await new Promise((r) => setImmediate(r));
-      }
-    })();
-    await landedBefore.done;
-    await revoke(h, fd);
-    revoked = true;
-    const snapshot = Buffer.from(h.vdev.bars[0]!.region.bytes.subarray(0, LEN));
-    await failedAfter.done;
-    stop = true;
-    await withDeadline(traffic, MS, 'traffic loop');
+    const r = await revokeUnderTraffic(h, imp, () => revoke(h, fd));
     // Decode off and on again does not bring it back either.
     await withDeadline(vfioDeviceSetCommand(h.proc, h.devFd, DECODE_OFF), MS, 'decode off');
     await withDeadline(vfioDeviceSetCommand(h.proc, h.devFd, DECODE_ON), MS, 'decode on');
     await expectCode(imp.write(0, pattern(PAGE_SIZE, 0)), 'ENODEV');
-    expect(landedAfter).toEqual([]);
-    expect(barHolds(h, 0, pattern(PAGE_SIZE, lastOk))).toBe(true); // the last write before it landed
-    expect(imp.writeThrough(lastTable!, 0, pattern(PAGE_SIZE, 0))).toBe(-Errno.EFAULT);
-    expect(barHolds(h, 0, snapshot)).toBe(true);
+    expect(r.landedAfter).toEqual([]);
+    expect(barHolds(h, 0, pattern(PAGE_SIZE, r.lastOk))).toBe(true); // the last write before it landed
+    expect(imp.writeThrough(r.lastTable!, 0, pattern(PAGE_SIZE, 0))).toBe(-Errno.EFAULT);
+    expect(barHolds(h, 0, r.snapshot)).toBe(true);
   });
 });

@@ -4,16 +4,12 @@
 // un-revokes. Importers are TestImporter (IOVA, THRU_HOST_BRIDGE) and raw attachments.
 import { afterEach, describe, expect, it } from 'vitest';
 import { Latch, withDeadline } from '../../../common/deadline.ts';
-import { EmuError, Errno } from '../../../common/errno.ts';
+import { Errno } from '../../../common/errno.ts';
 import { expectCode } from '../../../test/support/expect-errno.ts';
 import { close as fdClose } from '../../uapi/dma-buf.ts';
 import { processExit } from '../../uapi/process.ts';
 import {
-  O_RDWR,
-  PCI_COMMAND_MASTER,
-  PCI_COMMAND_MEMORY,
   vfioDeviceClose,
-  vfioDeviceFeatureDmaBuf,
   vfioDeviceGetCommand,
   vfioDeviceOpen,
   vfioDeviceReset,
@@ -27,7 +23,7 @@ import {
   dmaBufMapAttachmentUnlocked,
   dmaBufUnmapAttachmentUnlocked,
 } from '../dma-buf/dma-buf.ts';
-import { DmaDataDirection, PAGE_SIZE, type SgTable } from '../dma-buf/scatterlist.ts';
+import { DmaDataDirection, PAGE_SIZE } from '../dma-buf/scatterlist.ts';
 import type { TestImporter } from '../dma-buf/test-importer.ts';
 import {
   busyFence,
@@ -38,26 +34,11 @@ import {
   vfioHost,
   vfioHostsTeardown,
 } from './fixtures/vfio-host.ts';
-import { vfioPciDmaBufOf } from './vfio-pci-dmabuf.ts';
+import { DECODE_OFF, DECODE_ON, exportBar0, LEN, revokeUnderTraffic } from './fixtures/revoke.ts';
 
 afterEach(vfioHostsTeardown);
 
 const BIDI = DmaDataDirection.BIDIRECTIONAL;
-const LEN = 4 * PAGE_SIZE;
-const DECODE_OFF = PCI_COMMAND_MASTER;
-const DECODE_ON = PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
-
-async function exportBar0(h: VfioHost, offset = 0) {
-  const fd = await vfioDeviceFeatureDmaBuf(h.proc, h.devFd, {
-    region_index: 0,
-    open_flags: O_RDWR,
-    flags: 0,
-    nr_ranges: 1,
-    dma_ranges: [{ offset, length: LEN }],
-  });
-  const buf = h.buf(fd);
-  return { fd, buf, priv: vfioPciDmaBufOf(buf)! };
-}
 
 /** A TestImporter on the gpu (THRU_HOST_BRIDGE) whose invalidations unlock `latch`. */
 async function gpuImporter(h: VfioHost, buf: DmaBuf, latch?: Latch) {
@@ -241,40 +222,12 @@ describe('vfio revoke under traffic', () => {
     const h = vfioHost();
     const { buf } = await exportBar0(h);
     const imp: TestImporter = await gpuImporter(h, buf);
-    const landedBefore = new Latch(20, MS, 'writes before the revoke');
-    const failedAfter = new Latch(10, MS, 'refused accesses after the revoke');
-    let revoked = false;
-    let stop = false;
-    let lastOk = 0;
-    let lastTable: SgTable | null = null;
-    const landedAfter: number[] = [];
-    const traffic = (async () => {
-      for (let seq = 1; !stop; seq++) {
-        try {
-          if ((await imp.write(0, pattern(PAGE_SIZE, seq))) === 0) {
-            if (revoked) landedAfter.push(seq);
-            lastOk = seq;
-            lastTable = imp.current;
-            landedBefore.unlock();
-          }
-        } catch (e) {
-          if (!(e instanceof EmuError && e.code === 'ENODEV')) throw e;
-          if (revoked) failedAfter.unlock();
-        }
-        // The device issues its next DMA asynchronously, as hardware does.
-        await new Promise((r) => setImmediate(r));
-      }
-    })();
-    await landedBefore.done;
-    await withDeadline(vfioDeviceSetCommand(h.proc, h.devFd, DECODE_OFF), MS, 'revoke under traffic');
-    revoked = true;
-    const snapshot = bar0(h).slice();
-    await failedAfter.done;
-    stop = true;
-    await withDeadline(traffic, MS, 'traffic loop');
-    expect(landedAfter).toEqual([]);
-    expect(snapshot.subarray(0, PAGE_SIZE)).toEqual(pattern(PAGE_SIZE, lastOk)); // the last write before it landed
-    expect(imp.writeThrough(lastTable!, 0, pattern(PAGE_SIZE, 0))).toBe(-Errno.EFAULT);
-    expect(bar0(h)).toEqual(snapshot);
+    const r = await revokeUnderTraffic(h, imp, () =>
+      withDeadline(vfioDeviceSetCommand(h.proc, h.devFd, DECODE_OFF), MS, 'revoke under traffic'),
+    );
+    expect(r.landedAfter).toEqual([]);
+    expect(r.snapshot.subarray(0, PAGE_SIZE)).toEqual(pattern(PAGE_SIZE, r.lastOk)); // the last write before it landed
+    expect(imp.writeThrough(r.lastTable!, 0, pattern(PAGE_SIZE, 0))).toBe(-Errno.EFAULT);
+    expect(bar0(h)).toEqual(r.snapshot);
   });
 });
