@@ -327,7 +327,8 @@ export async function vfioPciCoreFeatureDmaBufRevoke(
   const fn = 'VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE';
   if (!data || typeof data !== 'object') throw err('EINVAL', `${fn}: data missing`);
   const fd = (data as VfioDeviceFeatureDmaBufRevoke).dmabuf_fd;
-  if (!Number.isInteger(fd)) throw err('EINVAL', `${fn}: dmabuf_fd ${String(fd)} must be an __s32`);
+  if (!Number.isInteger(fd) || fd < -(2 ** 31) || fd >= 2 ** 31)
+    throw err('EINVAL', `${fn}: dmabuf_fd ${String(fd)} must be an __s32`);
   // dma_buf_get(): a reference for the duration, so a concurrent close of the fd cannot release it.
   const dmabuf = getDmaBuf(fdt.getAs(fd, DmaBufFile, `${fn}: dmabuf_fd`).dmabuf);
   try {

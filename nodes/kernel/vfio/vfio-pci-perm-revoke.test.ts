@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Latch, withDeadline } from '../../../common/deadline.ts';
 import { Errno } from '../../../common/errno.ts';
+import { onTrace } from '../../../common/trace.ts';
 import { expectCode } from '../../../test/support/expect-errno.ts';
 import { close as fdClose, dmaHeapAlloc } from '../../uapi/dma-buf.ts';
 import {
@@ -195,13 +196,15 @@ describe('vfio permanent revoke (DMA_BUF_REVOKE)', () => {
 
   it('vfio - DMA_BUF_REVOKE refuses a fd that is no dma-buf (EINVAL, EBADF) and a dma-buf that is not this device (ENODEV), is SET only, and a second revoke is 0; MEMATTR is EOPNOTSUPP', async () => {
     const h = vfioHost();
-    const { fd, priv } = await exportBar0(h);
+    const { fd, buf, priv } = await exportBar0(h);
+    const refs = buf.refcount;
     const set = (data: unknown) =>
       vfioDeviceFeature(h.proc, h.devFd, VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE, data);
     expect((await expectCode(set({ dmabuf_fd: h.devFd }), 'EINVAL')).message).toMatch(
       /dmabuf_fd: fd \d+ is a vfio-device/,
     );
     expect((await expectCode(set({ dmabuf_fd: 'x' }), 'EINVAL')).message).toMatch(/dmabuf_fd x must be/);
+    await expectCode(set({ dmabuf_fd: 2 ** 40 }), 'EINVAL'); // outside __s32: not a fd number at all
     expect((await expectCode(set(undefined), 'EINVAL')).message).toMatch(/data missing/);
     await expectCode(set({ dmabuf_fd: 999 }), 'EBADF');
     await expectCode(set({ dmabuf_fd: -1 }), 'EBADF');
@@ -225,6 +228,7 @@ describe('vfio permanent revoke (DMA_BUF_REVOKE)', () => {
       new RegExp(`feature ${VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR} is not supported by vfio-pci vfio0`),
     );
     expect(priv.status).toBe(OK); // none of the above touched the buffer
+    expect(buf.refcount).toBe(refs); // nor kept a reference to it
 
     // A dma-buf of another vfio device in the same process.
     const other = vfioPciProbe(h.kernel, 'vfio1', { bars: [{ size: 64 << 10 }] });
@@ -241,6 +245,7 @@ describe('vfio permanent revoke (DMA_BUF_REVOKE)', () => {
       expect(vfioPciDmaBufOf(h.buf(otherFd))!.status).toBe(OK);
       await expectCode(revoke(h, fd, otherDev), 'ENODEV'); // and ours through its device fd
       expect(priv.status).toBe(OK);
+      expect(buf.refcount).toBe(refs);
       fdClose(h.proc, otherFd);
       await withDeadline(vfioDeviceClose(h.proc, otherDev), MS, 'close vfio1');
     } finally {
@@ -248,13 +253,21 @@ describe('vfio permanent revoke (DMA_BUF_REVOKE)', () => {
       await other.host.worker.terminate();
     }
 
-    await revoke(h, fd);
-    await revoke(h, fd); // idempotent: already revoked for good
-    expect(priv.status).toBe(PERM_REVOKED);
-    // A buffer the device's close took away is no longer this device's, even on a new open.
-    await withDeadline(vfioDeviceClose(h.proc, h.devFd), MS, 'device close');
+    const reported: unknown[] = [];
+    const unsub = onTrace('vfioRevoke', (m) => reported.push(m));
+    try {
+      await revoke(h, fd);
+      await revoke(h, fd); // idempotent: already revoked for good
+      expect(priv.status).toBe(PERM_REVOKED);
+      // A buffer the device's close took away is no longer this device's, even on a new open.
+      await withDeadline(vfioDeviceClose(h.proc, h.devFd), MS, 'device close');
+    } finally {
+      unsub();
+    }
+    expect(reported.length).toBe(1); // "revoked for good" once, not per repeat or at close
     const fd2 = vfioDeviceOpen(h.proc, 'vfio0');
     await expectCode(revoke(h, fd, fd2), 'ENODEV');
+    expect(buf.refcount).toBe(refs);
     fdClose(h.proc, fd);
     expect(h.vdev.registrations).toBe(0);
   });
@@ -263,7 +276,9 @@ describe('vfio permanent revoke (DMA_BUF_REVOKE)', () => {
     const h = vfioHost({ revokeFenceTimeoutMs: 100 });
     const { fd, buf, priv } = await exportBar0(h);
     const busy = await busyFence(buf);
+    const refs = buf.refcount;
     const e = await expectCode(revoke(h, fd), 'ETIMEDOUT');
+    expect(buf.refcount).toBe(refs); // the call's own reference is dropped on the error path too
     expect(e.message).toContain(String(buf));
     expect(e.message).toMatch(/fences did not signal within 100 ms/);
     expect(priv.status).toBe(PERM_REVOKED);

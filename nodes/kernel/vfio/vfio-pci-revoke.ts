@@ -107,6 +107,7 @@ interface RevokeHow {
 async function revokeOne(vdev: VfioPciCoreDevice, priv: VfioPciDmaBuf, how: RevokeHow): Promise<EmuError[]> {
   const { fn, status, reason, cleanup } = how;
   const { dmabuf } = priv;
+  let was: VfioDmaBufStatus;
   await dmaResvLock(dmabuf.resv, null);
   try {
     if (dmabuf.released) return []; // its release took it off the device meanwhile
@@ -115,18 +116,21 @@ async function revokeOne(vdev: VfioPciCoreDevice, priv: VfioPciDmaBuf, how: Revo
       vdev.registrations--;
       priv.vdev = null;
     }
+    was = priv.status;
     if (priv.status !== VfioDmaBufStatus.PERM_REVOKED) priv.status = status;
     dmaBufInvalidateMappings(dmabuf);
   } finally {
     dmaResvUnlock(dmabuf.resv);
   }
-  trace('vfioRevoke', () => ({
-    buf: String(dmabuf),
-    dev: vdev.name,
-    revoked: true,
-    reason,
-    permanent: priv.permanent,
-  }));
+  // reported once per state change: a repeated revoke of a buffer revoked for good says nothing.
+  if (priv.status !== was)
+    trace('vfioRevoke', () => ({
+      buf: String(dmabuf),
+      dev: vdev.name,
+      revoked: true,
+      reason,
+      permanent: priv.permanent,
+    }));
   const errors: EmuError[] = [];
   const fenceMs = vdev.revokeFenceTimeoutMs;
   if ((await dmaResvWaitTimeout(dmabuf.resv, DmaResvUsage.BOOKKEEP, fenceMs)) === 0) {
