@@ -290,9 +290,14 @@ describe('vfio permanent revoke (DMA_BUF_REVOKE)', () => {
 describe('vfio permanent revoke under traffic', () => {
   it('vfio - DMA_BUF_REVOKE under traffic: no importer write lands after it returned, and later accesses fail even after decode off/on', async () => {
     const h = vfioHost();
-    const { fd, buf } = await exportBar0(h);
+    const { fd, buf, priv } = await exportBar0(h);
     const imp = await gpuImporter(h, buf);
-    const r = await revokeUnderTraffic(h, imp, () => revoke(h, fd));
+    let mappedAtReturn = -1;
+    const r = await revokeUnderTraffic(h, imp, async () => {
+      await revoke(h, fd);
+      mappedAtReturn = priv.mappings.count; // it returned only once the importer let go
+    });
+    expect(mappedAtReturn).toBe(0);
     // Decode off and on again does not bring it back either.
     await withDeadline(vfioDeviceSetCommand(h.proc, h.devFd, DECODE_OFF), MS, 'decode off');
     await withDeadline(vfioDeviceSetCommand(h.proc, h.devFd, DECODE_ON), MS, 'decode on');
