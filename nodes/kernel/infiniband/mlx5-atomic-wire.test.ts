@@ -5,9 +5,7 @@
 // on either side are retried without a second run, and a duplicate request (its response lost)
 // is answered from the responder's saved response instead of running again.
 import { afterEach, describe, expect, it } from 'vitest';
-import { withDeadline } from '../../../common/deadline.ts';
 import { IbvQpState } from '../../fabric/mlx5-ib-abi.ts';
-import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import {
   shmWireCreatePair,
   WIRE_FIRST,
@@ -29,12 +27,19 @@ import {
   IbvWcStatus as S,
   IbvWrOpcode,
   ibvPostSend,
-  ibvRegDmabufMr,
   ibvRegMr,
   mmapAnonymous,
 } from '../../uapi/verbs.ts';
-import { ALL_ACCESS, MS, mockBuf, pollN, rcPair, rdmaHost, rdmaTeardown } from './fixtures/rdma-host.ts';
-import { ATOMIC_ACCESS, atomic, atomicRig, atomicRoundTrip, setU64, u64 } from './fixtures/atomics.ts';
+import { ALL_ACCESS, pollN, rcPair, rdmaHost, rdmaTeardown } from './fixtures/rdma-host.ts';
+import {
+  ATOMIC_ACCESS,
+  atomic,
+  atomicRig,
+  atomicRoundTrip,
+  setU64,
+  u64,
+  atomicOdpMoves,
+} from './fixtures/atomics.ts';
 
 afterEach(rdmaTeardown);
 
@@ -115,46 +120,7 @@ describe('mlx5 RDMA atomics over the wire (two HCAs)', () => {
   it('mlx5 - two HCAs: an atomic on a moved ODP target is RNR NAKed and runs once after the re-map; a faulting ODP result buffer holds the response and gets the value without a second run', async () => {
     const h = await rdmaHost({ nics: 2 });
     const [a, b] = await rcPair(h.ctxs[0], h.ctxs[1], { rnrRetry: 7, access: ATOMIC_ACCESS });
-    const T = mockBuf(h, 64 << 10);
-    const Rb = mockBuf(h, 64 << 10);
-    const IOVA_T = 0x100_0000;
-    const IOVA_R = 0x200_0000;
-    const tmr = await withDeadline(
-      ibvRegDmabufMr(b.pd, 0, 64 << 10, IOVA_T, T.fd, ATOMIC_ACCESS),
-      MS,
-      'reg t',
-    );
-    const rmr = await withDeadline(
-      ibvRegDmabufMr(a.pd, 0, 64 << 10, IOVA_R, Rb.fd, ATOMIC_ACCESS),
-      MS,
-      'reg r',
-    );
-    const faults = (nic: number) => Atomics.load(h.nics[nic].hca, Mlx5Ctl.STAT_PAGE_FAULTS);
-    const readU64 = (buf: typeof T, off: number) =>
-      new DataView(buf.read(off, 8).buffer).getBigUint64(0, true);
-    // the target moved: the responder's read faults (RNR NAK), the requester asks again.
-    await T.exp.move();
-    ibvPostSend(
-      a.qp,
-      atomic(1, FAA, { addr: IOVA_R, lkey: rmr.lkey }, { addr: IOVA_T + 8, rkey: tmr.rkey }, 10),
-    );
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({ wr_id: 1, status: S.IBV_WC_SUCCESS });
-    expect(readU64(T, 8)).toBe(10n);
-    expect(readU64(Rb, 0)).toBe(0n);
-    expect(faults(1)).toBeGreaterThanOrEqual(1);
-    expect(Atomics.load(h.nics[1].hca, Mlx5Ctl.STAT_RNR_NAKS)).toBeGreaterThanOrEqual(1);
-    // the result buffer moved: the atomic runs, placing its response faults and holds it.
-    const f0 = faults(0);
-    await Rb.exp.move();
-    ibvPostSend(
-      a.qp,
-      atomic(2, FAA, { addr: IOVA_R + 8, lkey: rmr.lkey }, { addr: IOVA_T + 8, rkey: tmr.rkey }, 5),
-    );
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({ wr_id: 2, status: S.IBV_WC_SUCCESS });
-    expect(readU64(T, 8)).toBe(15n);
-    expect(readU64(Rb, 8)).toBe(10n);
-    expect(faults(0)).toBeGreaterThan(f0);
-    expect(h.kernel.iommu.faultLog.drain()).toEqual([]);
+    await atomicOdpMoves(h, a, b, 1, 0, true);
   });
 });
 

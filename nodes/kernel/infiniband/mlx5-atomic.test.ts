@@ -4,30 +4,25 @@
 // completion statuses, atomicity between QPs of the HCA (IBV_ATOMIC_HCA), and ODP faults on
 // either side, after which the atomic still runs exactly once.
 import { afterEach, describe, expect, it } from 'vitest';
-import { withDeadline } from '../../../common/deadline.ts';
-import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import {
   IbvAtomicCap,
   IbvWcStatus as S,
   IbvWrOpcode,
   ibvPostSend,
   ibvQueryDevice,
-  ibvRegDmabufMr,
   ibvRegMr,
   mmapAnonymous,
 } from '../../uapi/verbs.ts';
+import { ALL_ACCESS, connect, pollN, qpEnd, rcPair, rdmaHost, rdmaTeardown } from './fixtures/rdma-host.ts';
 import {
-  ALL_ACCESS,
-  connect,
-  MS,
-  mockBuf,
-  pollN,
-  qpEnd,
-  rcPair,
-  rdmaHost,
-  rdmaTeardown,
-} from './fixtures/rdma-host.ts';
-import { ATOMIC_ACCESS, atomic, atomicRig, atomicRoundTrip, setU64, u64 } from './fixtures/atomics.ts';
+  ATOMIC_ACCESS,
+  atomic,
+  atomicRig,
+  atomicRoundTrip,
+  setU64,
+  u64,
+  atomicOdpMoves,
+} from './fixtures/atomics.ts';
 
 afterEach(rdmaTeardown);
 
@@ -120,45 +115,6 @@ describe('mlx5 RDMA atomics (loopback)', () => {
   it('mlx5 - an atomic on a moved ODP target faults and runs once after the re-map; a faulting ODP result buffer stalls and gets the saved value without a second run', async () => {
     const h = await rdmaHost();
     const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0], { rnrRetry: 7, access: ATOMIC_ACCESS });
-    const T = mockBuf(h, 64 << 10);
-    const Rb = mockBuf(h, 64 << 10);
-    const IOVA_T = 0x100_0000;
-    const IOVA_R = 0x200_0000;
-    const tmr = await withDeadline(
-      ibvRegDmabufMr(b.pd, 0, 64 << 10, IOVA_T, T.fd, ATOMIC_ACCESS),
-      MS,
-      'reg t',
-    );
-    const rmr = await withDeadline(
-      ibvRegDmabufMr(a.pd, 0, 64 << 10, IOVA_R, Rb.fd, ATOMIC_ACCESS),
-      MS,
-      'reg r',
-    );
-    const faults = () => Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_PAGE_FAULTS);
-    const readU64 = (buf: typeof T, off: number) =>
-      new DataView(buf.read(off, 8).buffer).getBigUint64(0, true);
-    // the target moved: the atomic's read faults (RNR), then runs once.
-    await T.exp.move();
-    ibvPostSend(
-      a.qp,
-      atomic(1, FAA, { addr: IOVA_R, lkey: rmr.lkey }, { addr: IOVA_T + 8, rkey: tmr.rkey }, 10),
-    );
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({ wr_id: 1, status: S.IBV_WC_SUCCESS });
-    expect(readU64(T, 8)).toBe(10n);
-    expect(readU64(Rb, 0)).toBe(0n);
-    const f1 = faults();
-    expect(f1).toBeGreaterThanOrEqual(1);
-    // the result buffer moved: the atomic runs, writing its result faults and stalls the
-    // requester; the retry writes the saved value and does not add again.
-    await Rb.exp.move();
-    ibvPostSend(
-      a.qp,
-      atomic(2, FAA, { addr: IOVA_R + 8, lkey: rmr.lkey }, { addr: IOVA_T + 8, rkey: tmr.rkey }, 5),
-    );
-    expect((await pollN(a.cq, 1))[0]).toMatchObject({ wr_id: 2, status: S.IBV_WC_SUCCESS });
-    expect(readU64(T, 8)).toBe(15n);
-    expect(readU64(Rb, 8)).toBe(10n);
-    expect(faults()).toBeGreaterThan(f1);
-    expect(h.kernel.iommu.faultLog.drain()).toEqual([]);
+    await atomicOdpMoves(h, a, b, 0, 0, false);
   });
 });
