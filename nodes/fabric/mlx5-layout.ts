@@ -40,6 +40,7 @@
  * entry at TPH_ST_INDEX} (index 0: ST 0, PH only); without TPH_EN it carries no hint.
  */
 import { layoutCheck } from './layout.ts';
+import { type PhysArenaDescriptor, physArenaCtlAlloc } from './phys-arena.ts';
 
 export const MLX5_HCA_MAGIC = 0x4d4c5835; // 'MLX5'
 export const MLX5_HCA_VERSION = 1;
@@ -288,24 +289,25 @@ export function mlx5KeyIndex(key: number): number {
 }
 
 /**
- * Allocate a zeroed HCA context with its header published.
+ * Allocate a zeroed HCA context with its header published: in the host arena when there is one
+ * with room (so the device's wasm data path reaches it, mlx5-fast.ts), else a SAB of its own.
  * Called by: the mlx5 driver's probe, kernel thread.
  */
-export function hcaCreate(): SharedArrayBuffer {
-  const sab = new SharedArrayBuffer(MLX5_HCA_WORDS * 4);
-  const w = new Int32Array(sab);
+export function hcaCreate(arena: PhysArenaDescriptor | null = null): Int32Array {
+  const w =
+    (arena !== null ? physArenaCtlAlloc(arena, MLX5_HCA_WORDS * 4) : null) ??
+    new Int32Array(new SharedArrayBuffer(MLX5_HCA_WORDS * 4));
   w[Mlx5Ctl.VERSION] = MLX5_HCA_VERSION;
   // publish the header last: a side that loads MAGIC sees the rest initialised.
   Atomics.store(w, Mlx5Ctl.MAGIC, MLX5_HCA_MAGIC);
-  return sab;
+  return w;
 }
 
-/** Check an HCA context; Throws: RangeError (a setup bug). */
-export function hcaCheck(sab: SharedArrayBuffer): Int32Array {
-  if (!(sab instanceof SharedArrayBuffer) || sab.byteLength < MLX5_HCA_WORDS * 4) {
-    throw new RangeError('mlx5: sab is not an HCA context');
+/** Check an HCA context (hcaCreate's window); Throws: RangeError (a setup bug). */
+export function hcaCheck(w: Int32Array): Int32Array {
+  if (!(w instanceof Int32Array) || !(w.buffer instanceof SharedArrayBuffer) || w.length < MLX5_HCA_WORDS) {
+    throw new RangeError('mlx5: not an HCA context');
   }
-  const w = new Int32Array(sab);
   if (Atomics.load(w, Mlx5Ctl.MAGIC) !== MLX5_HCA_MAGIC || w[Mlx5Ctl.VERSION] !== MLX5_HCA_VERSION) {
     throw new RangeError('mlx5: HCA context magic/version mismatch');
   }

@@ -82,6 +82,63 @@ export function physArenaAlloc(
   return { sab: arena.memory.buffer as unknown as SharedArrayBuffer, offset: before * kWasmPage };
 }
 
+/**
+ * Device control memory in the arena: rings, an HCA's context and the like, which a device
+ * model written in wasm (mlx5-fast.ts) can only reach inside the one memory it is given. Also
+ * aligned: V8 gives a SharedArrayBuffer 16-byte alignment only (measured here: a 4 KiB one starts
+ * 32 bytes into a cache line, a 1 MiB one 48), so "one 64-byte line per slot" layouts straddle two
+ * lines in their own SAB; arena blocks start on a 64-byte boundary.
+ *
+ * Blocks are carved from 64 KiB chunks at the arena's end, 64-byte aligned; a freed block goes on
+ * a free list of its exact size (rings come in few sizes) and is zeroed when handed out again.
+ * Returns an Int32Array window over the block, or null when the arena cannot grow (the caller
+ * falls back to a SharedArrayBuffer of its own). Called by: kernel drivers, main thread.
+ */
+export function physArenaCtlAlloc(arena: PhysArenaDescriptor, bytes: number): Int32Array | null {
+  const size = Math.ceil(bytes / kLine) * kLine;
+  let st = ctlState.get(arena.memory);
+  if (st === undefined) {
+    st = { next: 0, end: 0, free: new Map() };
+    ctlState.set(arena.memory, st);
+  }
+  const reuse = st.free.get(size);
+  let offset = reuse?.pop();
+  if (offset === undefined) {
+    if (st.next + size > st.end) {
+      const got = physArenaAlloc(arena, Math.max(size, kWasmPage));
+      if (got === null) return null;
+      st.next = got.offset;
+      st.end = got.offset + Math.ceil(Math.max(size, kWasmPage) / kWasmPage) * kWasmPage;
+    }
+    offset = st.next;
+    st.next += size;
+  }
+  const w = new Int32Array(arena.memory.buffer as unknown as SharedArrayBuffer, offset, size >> 2);
+  if (reuse !== undefined) w.fill(0);
+  return w;
+}
+
+/**
+ * Give a block of physArenaCtlAlloc back. The caller guarantees no thread uses it any more (the
+ * device destroyed the object, userspace is done with it). Called by: kernel drivers.
+ */
+export function physArenaCtlFree(arena: PhysArenaDescriptor, block: Int32Array): void {
+  const st = ctlState.get(arena.memory);
+  if (st === undefined) return;
+  const list = st.free.get(block.byteLength) ?? [];
+  list.push(block.byteOffset);
+  st.free.set(block.byteLength, list);
+}
+
+const kLine = 64;
+interface CtlState {
+  next: number;
+  end: number;
+  /** Freed blocks by byte size. */
+  free: Map<number, number[]>;
+}
+const ctlState = new WeakMap<WasmMemory, CtlState>();
+
 // (module (import "e" "m" (memory 0 65536 shared))
 //   (func (export "c") (param i32 i32 i32) local.get 0 local.get 1 local.get 2 memory.copy))
 // biome-ignore format: one line per wasm section

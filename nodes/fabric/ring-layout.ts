@@ -21,6 +21,7 @@
  * Nothing here imports kernel or device code: both sides attach to the same SAB.
  */
 import { layoutCheck } from './layout.ts';
+import { type PhysArenaDescriptor, physArenaCtlAlloc } from './phys-arena.ts';
 
 export const RING_MAGIC = 0x52494e47; // 'RING'
 export const RING_VERSION = 1;
@@ -66,11 +67,14 @@ export function ringSlotBase(index: number): number {
 }
 
 /**
- * Allocate an empty ring of `slots` slots (a power of two in [2, 65536]).
- * Called by: the kernel driver that owns the queue pair, main thread.
+ * Allocate an empty ring of `slots` slots (a power of two in [2, 65536]); with `arena`, in that
+ * host arena (64-byte aligned slots a wasm device model can reach) when it has room, else in a
+ * SharedArrayBuffer of its own. Called by: the kernel driver that owns the queue, main thread.
  * Throws: RangeError for a bad size (a setup bug, not an errno).
  */
-export function ringCreate(slots: number): SharedArrayBuffer {
+export function ringCreate(slots: number): SharedArrayBuffer;
+export function ringCreate(slots: number, arena: PhysArenaDescriptor | null): RingMem;
+export function ringCreate(slots: number, arena: PhysArenaDescriptor | null = null): RingMem {
   if (
     !Number.isInteger(slots) ||
     slots < RING_MIN_SLOTS ||
@@ -79,32 +83,47 @@ export function ringCreate(slots: number): SharedArrayBuffer {
   ) {
     throw new RangeError(`ringCreate: slots ${slots} must be a power of two in [2, 65536]`);
   }
-  const sab = new SharedArrayBuffer(ringBytes(slots));
-  const w = new Int32Array(sab);
+  const inArena = arena !== null ? physArenaCtlAlloc(arena, ringBytes(slots)) : null;
+  const mem = inArena ?? new SharedArrayBuffer(ringBytes(slots));
+  const w = ringWords(mem);
   w[RingHdr.VERSION] = RING_VERSION;
   w[RingHdr.SLOTS] = slots;
   w[RingHdr.SLOT_WORDS] = RING_SLOT_WORDS;
   // publish the header last: a side that loads MAGIC sees the sizes (slots start zeroed).
   Atomics.store(w, RingHdr.MAGIC, RING_MAGIC);
-  return sab;
+  return mem;
 }
 
 /**
- * Check that `sab` is ring memory and return its slot count.
+ * Ring memory: a SharedArrayBuffer of its own, or a window of a host arena (an Int32Array over
+ * the arena's memory: 64-byte aligned, and reachable by wasm device code; phys-arena.ts). Both
+ * are structured-cloneable: a window posted to a worker shares the same memory.
+ */
+export type RingMem = SharedArrayBuffer | Int32Array;
+
+/** The words of ring memory, word 0 = the header's MAGIC. */
+export function ringWords(mem: RingMem): Int32Array {
+  return mem instanceof Int32Array ? mem : new Int32Array(mem);
+}
+
+/**
+ * Check that `mem` is ring memory and return its slot count.
  * Called by: RingProducer/RingConsumer constructors on either thread. Throws: RangeError.
  */
-export function ringCheck(sab: SharedArrayBuffer): number {
-  if (!(sab instanceof SharedArrayBuffer) || sab.byteLength < RING_HDR_WORDS * 4) {
-    throw new RangeError('ring: sab is not ring memory (not a SharedArrayBuffer or too small)');
-  }
-  const w = new Int32Array(sab, 0, RING_HDR_WORDS);
+export function ringCheck(mem: RingMem): number {
+  const ok =
+    (mem instanceof SharedArrayBuffer ||
+      (mem instanceof Int32Array && mem.buffer instanceof SharedArrayBuffer)) &&
+    mem.byteLength >= RING_HDR_WORDS * 4;
+  if (!ok) throw new RangeError('ring: sab is not ring memory (not shared memory or too small)');
+  const w = ringWords(mem);
   // pairs with the MAGIC store in ringCreate: the size words below are initialised.
   if (Atomics.load(w, RingHdr.MAGIC) !== RING_MAGIC || w[RingHdr.VERSION] !== RING_VERSION) {
     throw new RangeError('ring: sab has no ring header (magic/version mismatch)');
   }
   const slots = w[RingHdr.SLOTS];
-  if (w[RingHdr.SLOT_WORDS] !== RING_SLOT_WORDS || sab.byteLength < ringBytes(slots)) {
-    throw new RangeError(`ring: sab is ${sab.byteLength} bytes, header says ${slots} slots`);
+  if (w[RingHdr.SLOT_WORDS] !== RING_SLOT_WORDS || mem.byteLength < ringBytes(slots)) {
+    throw new RangeError(`ring: sab is ${mem.byteLength} bytes, header says ${slots} slots`);
   }
   return slots;
 }

@@ -17,7 +17,15 @@
  * over the whole SAB); the caller reads or writes payload words at base + field offset. Only
  * RingSlot.SEQ and the header counters are accessed with Atomics.
  */
-import { RING_PAYLOAD_WORDS, RingHdr, RingSlot, ringCheck, ringSlotBase } from './ring-layout.ts';
+import {
+  RING_PAYLOAD_WORDS,
+  RingHdr,
+  type RingMem,
+  RingSlot,
+  ringCheck,
+  ringSlotBase,
+  ringWords,
+} from './ring-layout.ts';
 
 /** Producer side of one ring. One thread only. */
 export class RingProducer {
@@ -31,10 +39,10 @@ export class RingProducer {
   private tailCache: number;
 
   /** Attach to `sab` (ringCreate). Starts at the ring's published HEAD. Throws: RangeError. */
-  constructor(sab: SharedArrayBuffer) {
+  constructor(sab: RingMem) {
     this.slots = ringCheck(sab);
     this.mask = this.slots - 1;
-    this.words = new Int32Array(sab);
+    this.words = ringWords(sab);
     this.head = Atomics.load(this.words, RingHdr.HEAD) | 0;
     this.tailCache = Atomics.load(this.words, RingHdr.TAIL) | 0;
   }
@@ -111,10 +119,10 @@ export class RingConsumer {
   private tail: number;
 
   /** Attach to `sab` (ringCreate). Starts at the ring's TAIL. Throws: RangeError. */
-  constructor(sab: SharedArrayBuffer) {
+  constructor(sab: RingMem) {
     this.slots = ringCheck(sab);
     this.mask = this.slots - 1;
-    this.words = new Int32Array(sab);
+    this.words = ringWords(sab);
     this.tail = Atomics.load(this.words, RingHdr.TAIL) | 0;
   }
 
@@ -158,7 +166,7 @@ export class RingConsumer {
  * Occupancy as both counters say: published HEAD minus TAIL. Any thread; stale by nature.
  * Called by: diagnostics and tests.
  */
-export function ringOccupancy(sab: SharedArrayBuffer): number {
-  const w = new Int32Array(sab, 0, RingHdr.TAIL + 1);
+export function ringOccupancy(sab: RingMem): number {
+  const w = ringWords(sab);
   return (Atomics.load(w, RingHdr.HEAD) - Atomics.load(w, RingHdr.TAIL)) | 0;
 }

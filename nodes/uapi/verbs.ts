@@ -231,7 +231,7 @@ export function ibvOpenDevice(proc: Process, name: string): IbvContext {
     const ctx: IbvContext = {
       proc,
       device,
-      hca: new Int32Array(device.uar),
+      hca: device.uar,
       objs: new Set(),
       asyncEvents: [],
       asyncWaiters: new Set(),

@@ -39,7 +39,9 @@ import {
   Mlx5Ctl,
   Mlx5QpCtx,
 } from '../../fabric/mlx5-layout.ts';
+import type { PhysArenaDescriptor } from '../../fabric/phys-arena.ts';
 import { RingProducer } from '../../fabric/ring.ts';
+import type { RingMem } from '../../fabric/ring-layout.ts';
 import { type ShmWireEndDesc, wireLinkOpen } from '../../fabric/wire.ts';
 import {
   type DeviceCommand,
@@ -55,15 +57,23 @@ import { requesterLoopback } from './mlx5-requester.ts';
 
 /** Command payloads, posted on the worker's port before the command (token = cmd.arg0). */
 export type Mlx5Payload =
-  | { token: number; kind: 'init'; hca: SharedArrayBuffer; mtt: SharedArrayBuffer; eq: SharedArrayBuffer }
-  | { token: number; kind: 'cq'; cqn: number; ring: SharedArrayBuffer }
+  | {
+      token: number;
+      kind: 'init';
+      hca: Int32Array;
+      mtt: SharedArrayBuffer;
+      eq: SharedArrayBuffer;
+      /** The host arena holding `hca` and the rings (null: none, no wasm data path). */
+      arena: PhysArenaDescriptor | null;
+    }
+  | { token: number; kind: 'cq'; cqn: number; ring: RingMem }
   | {
       token: number;
       kind: 'qp';
       qpn: number;
       pd: number;
-      sq: SharedArrayBuffer;
-      rq: SharedArrayBuffer;
+      sq: RingMem;
+      rq: RingMem;
       sendCqn: number;
       recvCqn: number;
     }

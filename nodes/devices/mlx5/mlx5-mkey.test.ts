@@ -72,8 +72,7 @@ function rig() {
     faultRing: faultRingCreate(8),
     port: null,
   };
-  const hcaSab = hcaCreate();
-  const hca = new Int32Array(hcaSab);
+  const hca = hcaCreate();
   const mtt = mttCreate(64);
   const eqSab = ringCreate(8);
   const eng = new MkeyEngine(hca, mtt, new DmaCtx(desc), new RingProducer(eqSab));

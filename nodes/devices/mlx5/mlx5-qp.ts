@@ -20,7 +20,7 @@ import {
 } from '../../fabric/mlx5-layout.ts';
 import { cqeWrite, RecvWqe, SendWqe, wqPeekAt, wqRetire } from '../../fabric/mlx5-wqe.ts';
 import { RingProducer } from '../../fabric/ring.ts';
-import { ringCheck, ringGetU64 } from '../../fabric/ring-layout.ts';
+import { type RingMem, ringCheck, ringGetU64, ringWords } from '../../fabric/ring-layout.ts';
 import type { WireLink } from '../../fabric/wire.ts';
 
 /** Atomic responses a wire responder keeps for duplicates (>= max_qp_rd_atom). */
@@ -116,7 +116,7 @@ export class CqHw {
   private solicited = false;
   overrun = false;
 
-  constructor(cqn: number, ring: SharedArrayBuffer, hca: Int32Array, eq: EqHw) {
+  constructor(cqn: number, ring: RingMem, hca: Int32Array, eq: EqHw) {
     this.cqn = cqn;
     this.ring = new RingProducer(ring);
     this.hca = hca;
@@ -247,8 +247,8 @@ export class QpHw {
   constructor(
     qpn: number,
     pd: number,
-    sq: SharedArrayBuffer,
-    rq: SharedArrayBuffer,
+    sq: RingMem,
+    rq: RingMem,
     sendCq: CqHw,
     recvCq: CqHw,
     hca: Int32Array,
@@ -257,9 +257,9 @@ export class QpHw {
     this.qpn = qpn;
     this.pd = pd;
     const sqSlots = ringCheck(sq);
-    this.sq = new Int32Array(sq);
+    this.sq = ringWords(sq);
     this.sqMask = sqSlots - 1;
-    this.rq = new Int32Array(rq);
+    this.rq = ringWords(rq);
     this.rqMask = ringCheck(rq) - 1;
     this.sendCq = sendCq;
     this.recvCq = recvCq;

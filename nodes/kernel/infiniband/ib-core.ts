@@ -13,6 +13,7 @@
  */
 import { err } from '../../../common/errno.ts';
 import { IbvQpAttrMask as M, IbvQpState as S } from '../../fabric/mlx5-ib-abi.ts';
+import type { RingMem } from '../../fabric/ring-layout.ts';
 import type { DmaBuf } from '../dma-buf/dma-buf.ts';
 import type { HostKernel } from '../kernel.ts';
 import type { UserPages } from './umem.ts';
@@ -92,13 +93,13 @@ export class IbCq {
   readonly dev: IbDevice;
   readonly cqn: number;
   /** CQ ring (fabric/ring-layout.ts), consumed by userspace. */
-  readonly ring: SharedArrayBuffer;
+  readonly ring: RingMem;
   readonly cqe: number;
   usecnt = 0;
   dead = false;
   /** ib_cq.event_handler: IBV_EVENT_CQ_ERR (CQ overrun). */
   eventHandler: IbEventHandler | null = null;
-  constructor(dev: IbDevice, cqn: number, ring: SharedArrayBuffer, cqe: number) {
+  constructor(dev: IbDevice, cqn: number, ring: RingMem, cqe: number) {
     this.dev = dev;
     this.cqn = cqn;
     this.ring = ring;
@@ -112,8 +113,8 @@ export class IbQp {
   readonly pd: IbPd;
   readonly sendCq: IbCq;
   readonly recvCq: IbCq;
-  readonly sq: SharedArrayBuffer;
-  readonly rq: SharedArrayBuffer;
+  readonly sq: RingMem;
+  readonly rq: RingMem;
   readonly cap: {
     max_send_wr: number;
     max_recv_wr: number;
@@ -131,7 +132,7 @@ export class IbQp {
     qpn: number,
     pd: IbPd,
     cqs: { send: IbCq; recv: IbCq },
-    rings: { sq: SharedArrayBuffer; rq: SharedArrayBuffer },
+    rings: { sq: RingMem; rq: RingMem },
     cap: IbQp['cap'],
   ) {
     this.dev = dev;
@@ -236,9 +237,10 @@ export class IbDevice {
   readonly kernel: HostKernel;
   readonly ops: IbDeviceOps;
   /** The HCA context SAB userspace maps (doorbells, QP/CQ contexts): the UAR page. */
-  readonly uar: SharedArrayBuffer;
+  /** The device's context words (its UAR page among them; mlx5-layout.ts hcaCreate). */
+  readonly uar: Int32Array;
   dead = false;
-  constructor(name: string, kernel: HostKernel, ops: IbDeviceOps, uar: SharedArrayBuffer) {
+  constructor(name: string, kernel: HostKernel, ops: IbDeviceOps, uar: Int32Array) {
     this.name = name;
     this.kernel = kernel;
     this.ops = ops;

@@ -46,6 +46,7 @@ import {
   Mlx5EqeType,
   mttCreate,
 } from '../../../fabric/mlx5-layout.ts';
+import type { PhysArenaDescriptor } from '../../../fabric/phys-arena.ts';
 import { RingConsumer } from '../../../fabric/ring.ts';
 import { ringCreate } from '../../../fabric/ring-layout.ts';
 import type { Device } from '../../device.ts';
@@ -94,7 +95,6 @@ export class Mlx5Dev {
   readonly name: string;
   readonly dev: Device;
   readonly host: DeviceHost;
-  readonly hcaSab: SharedArrayBuffer;
   readonly hca: Int32Array;
   readonly mttSab: SharedArrayBuffer;
   readonly eq: RingConsumer;
@@ -121,7 +121,12 @@ export class Mlx5Dev {
   /** The ST table indices in use; null while TPH is off on this HCA (mlx5-st.ts). */
   st: Mlx5St | null = null;
   /** What INIT_HCA hands the device. */
-  readonly initPayload: { hca: SharedArrayBuffer; mtt: SharedArrayBuffer; eq: SharedArrayBuffer };
+  readonly initPayload: {
+    hca: Int32Array;
+    mtt: SharedArrayBuffer;
+    eq: SharedArrayBuffer;
+    arena: PhysArenaDescriptor | null;
+  };
   private nextToken = 1;
   private eqSeen = 0;
   private eqArmed = false;
@@ -131,8 +136,8 @@ export class Mlx5Dev {
     this.name = name;
     this.odp = opts.odp ?? true;
     this.dev = kernel.addDevice(name, { pciId: opts.pciId });
-    this.hcaSab = hcaCreate();
-    this.hca = new Int32Array(this.hcaSab);
+    // in the host arena: the device's wasm data path (mlx5-fast.ts) reaches only that memory.
+    this.hca = hcaCreate(kernel.arena);
     this.mttSab = mttCreate();
     const eqSab = ringCreate(opts.eqSize ?? 256);
     this.eq = new RingConsumer(eqSab);
@@ -146,9 +151,12 @@ export class Mlx5Dev {
       hangTimeoutMs: opts.hangTimeoutMs,
       params: opts.spinUs === undefined ? {} : { spinUs: opts.spinUs },
     });
-    this.lid = ibFabricAddPort(kernel, { sab: this.hcaSab, index: Mlx5Ctl.UAR_DB });
+    this.lid = ibFabricAddPort(kernel, {
+      sab: this.hca.buffer as SharedArrayBuffer,
+      index: this.hca.byteOffset / 4 + Mlx5Ctl.UAR_DB,
+    });
     this.host.exited.then(() => this.onExit());
-    this.initPayload = { hca: this.hcaSab, mtt: this.mttSab, eq: eqSab };
+    this.initPayload = { hca: this.hca, mtt: this.mttSab, eq: eqSab, arena: kernel.arena };
   }
 
   /** Ring the UAR doorbell: the device re-polls its queues now. */
@@ -243,7 +251,7 @@ export async function mlx5Probe(
     ibFabricRemovePort(kernel, d.lid);
     throw e;
   }
-  d.ibdev = new IbDevice(name, kernel, mlx5IbOps(d), d.hcaSab);
+  d.ibdev = new IbDevice(name, kernel, mlx5IbOps(d), d.hca);
   ibRegisterDevice(d.ibdev);
   d.armEq();
   return d;

@@ -51,7 +51,7 @@ function allocNumber(d: Mlx5Dev, kind: 'cq' | 'qp'): number {
 /** mlx5_ib_create_cq. Throws: ENOMEM (no CQN), the command's errors. */
 export async function mlx5CreateCq(d: Mlx5Dev, ib: IbDevice, cqe: number): Promise<IbCq> {
   const cqn = allocNumber(d, 'cq');
-  const ring = ringCreate(ringSlotsFor(cqe));
+  const ring = ringCreate(ringSlotsFor(cqe), d.kernel.arena);
   try {
     await d.cmd(Mlx5Cmd.CREATE_CQ, { kind: 'cq', cqn, ring });
   } catch (e) {
@@ -77,8 +77,9 @@ export async function mlx5CreateQp(
   init: { send: IbCq; recv: IbCq; cap: IbQp['cap'] },
 ): Promise<IbQp> {
   const qpn = allocNumber(d, 'qp');
-  const sq = ringCreate(ringSlotsFor(init.cap.max_send_wr));
-  const rq = ringCreate(ringSlotsFor(init.cap.max_recv_wr));
+  // in the host arena, beside the HCA context: the device's wasm data path reads them there.
+  const sq = ringCreate(ringSlotsFor(init.cap.max_send_wr), d.kernel.arena);
+  const rq = ringCreate(ringSlotsFor(init.cap.max_recv_wr), d.kernel.arena);
   try {
     await d.cmd(Mlx5Cmd.CREATE_QP, {
       kind: 'qp',
