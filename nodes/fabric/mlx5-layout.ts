@@ -57,6 +57,8 @@ export const Mlx5Ctl = {
   VERSION: 1,
   /** Set by the kernel when the device died: userspace flushes in software (sw completions). */
   FATAL: 2,
+  /** 1 when the context lives in the host arena (hcaCreate), so the device's wasm path can run. */
+  IN_ARENA: 3,
   /** UAR doorbell (COUNT, NEED_WAKEUP): the device sleeps on it; userspace, driver, peers ring it. */
   UAR_DB: 16,
   UAR_DB_NEED_WAKEUP: 17,
@@ -72,6 +74,8 @@ export const Mlx5Ctl = {
   STAT_RETRIES: 54,
   /** TPH Control requester enable as the kernel last wrote it (PciTphReqType; 0: no TPH). */
   TPH_REQ_EN: 55,
+  /** Statistics: WQEs the device's wasm data path executed (a subset of STAT_WQES). */
+  STAT_FAST_WQES: 56,
 } as const;
 export const MLX5_CTL_WORDS = 64;
 layoutCheck('Mlx5Ctl', Mlx5Ctl, MLX5_CTL_WORDS, 256);
@@ -234,6 +238,54 @@ export const Mlx5Eqe = {
 export const Mlx5EqeType = { PAGE_FAULT: 1, QP_ERROR: 2, CQ_ERROR: 3 } as const;
 export const Mlx5EqeFlags = { REQUESTER: 1, WRITE: 2 } as const;
 
+/**
+ * The ICM block (words): the call's arguments and results, and the translation cache's mirror.
+ * Written by the device's mlx5-fast.ts before the call, read back after; the cache by
+ * MkeyEngine.fill. The kernel allocates it in the host arena and hands it over at INIT_HCA (as
+ * mlx5 gives firmware its ICM pages); only the device uses it.
+ */
+export const Mlx5Icm = {
+  /** SQ ring: byte address in the arena, slots - 1, consumer position (in/out). */
+  SQ: 0,
+  SQ_MASK: 1,
+  SQ_TAIL: 2,
+  /** Send CQ ring: byte address, slots - 1, producer position and cached TAIL (in/out). */
+  CQ: 3,
+  CQ_MASK: 4,
+  CQ_HEAD: 5,
+  CQ_TAILC: 6,
+  QPN: 7,
+  PD: 8,
+  /** The responder QP's PD and qp_access_flags. */
+  R_PD: 9,
+  R_ACCESS: 10,
+  /** The ACTIVE word's access sequence (in/out). */
+  SEQ: 11,
+  /** CQEs written (out). */
+  CQES: 12,
+  /** DevCtx INVAL as loaded for this call. */
+  INVAL: 13,
+  /** The HCA context's byte address. */
+  HCA: 14,
+  /** Translation cache entries: source at CACHE_SRC, destination at CACHE_DST (CacheEntry). */
+  CACHE_SRC: 16,
+  CACHE_DST: 24,
+} as const;
+export const MLX5_ICM_WORDS = 32;
+
+/** One translation-cache entry in the ICM (mlx5-mkey.ts XltCache): words from its base. */
+export const CacheEntry = {
+  /** mkey index, -1: empty (or not in this arena). */
+  IDX: 0,
+  GEN: 1,
+  INVAL: 2,
+  /** Byte address in the arena of iova I0. */
+  OFF: 3,
+  /** [I0, I1) as u64 (low word first). */
+  I0_LO: 4,
+  I1_LO: 6,
+} as const;
+
 /** Firmware command opcodes on the device queue (model range 1..0xef). */
 export const Mlx5Cmd = {
   INIT_HCA: 1,
@@ -294,10 +346,10 @@ export function mlx5KeyIndex(key: number): number {
  * Called by: the mlx5 driver's probe, kernel thread.
  */
 export function hcaCreate(arena: PhysArenaDescriptor | null = null): Int32Array {
-  const w =
-    (arena !== null ? physArenaCtlAlloc(arena, MLX5_HCA_WORDS * 4) : null) ??
-    new Int32Array(new SharedArrayBuffer(MLX5_HCA_WORDS * 4));
+  const inArena = arena !== null ? physArenaCtlAlloc(arena, MLX5_HCA_WORDS * 4) : null;
+  const w = inArena ?? new Int32Array(new SharedArrayBuffer(MLX5_HCA_WORDS * 4));
   w[Mlx5Ctl.VERSION] = MLX5_HCA_VERSION;
+  w[Mlx5Ctl.IN_ARENA] = inArena !== null ? 1 : 0;
   // publish the header last: a side that loads MAGIC sees the rest initialised.
   Atomics.store(w, Mlx5Ctl.MAGIC, MLX5_HCA_MAGIC);
   return w;

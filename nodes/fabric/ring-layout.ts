@@ -33,12 +33,16 @@ export const RingHdr = {
   SLOTS: 2,
   /** Words per slot (RING_SLOT_WORDS). */
   SLOT_WORDS: 3,
+  /** RING_IN_ARENA when the ring lives in a host arena (ringCreate), else 0. */
+  FLAGS: 4,
   /** Producer position as of its last flush (u32 stored as i32). */
   HEAD: 16,
   /** Consumer position: every slot before it is free again (u32 stored as i32). */
   TAIL: 32,
 } as const;
 export const RING_HDR_WORDS = 48;
+/** RingHdr.FLAGS: the ring is a window of a host arena (a wasm device model can reach it). */
+export const RING_IN_ARENA = 1;
 
 /** Words per slot: 64 bytes, as SimBricks' SIMBRICKS_PROTO_MSG_SZCHECK asserts. */
 export const RING_SLOT_WORDS = 16;
@@ -89,6 +93,7 @@ export function ringCreate(slots: number, arena: PhysArenaDescriptor | null = nu
   w[RingHdr.VERSION] = RING_VERSION;
   w[RingHdr.SLOTS] = slots;
   w[RingHdr.SLOT_WORDS] = RING_SLOT_WORDS;
+  w[RingHdr.FLAGS] = inArena !== null ? RING_IN_ARENA : 0;
   // publish the header last: a side that loads MAGIC sees the sizes (slots start zeroed).
   Atomics.store(w, RingHdr.MAGIC, RING_MAGIC);
   return mem;

@@ -58,6 +58,20 @@ export class RingProducer {
     return this.slots - ((this.head - this.tailCache) | 0);
   }
 
+  /** TAIL as this producer last loaded it (a device model producing from wasm starts from it). */
+  get cachedTail(): number {
+    return this.tailCache;
+  }
+
+  /**
+   * Take the counters back after a producer on the same thread (a wasm device model: the mlx5
+   * HCA's mlx5-fast.ts) published slots from `position` on: its head and the TAIL it loaded.
+   */
+  resume(head: number, tailCache: number): void {
+    this.head = head | 0;
+    this.tailCache = tailCache | 0;
+  }
+
   /**
    * Word index of the next free slot, or -1 if the ring is full. Calling it again before
    * commit() returns the same slot. Never waits.

@@ -49,6 +49,7 @@ import {
   type DeviceRuntime,
   WAIT_SLICE_MS,
 } from '../device-runtime.ts';
+import { Mlx5Fast } from './mlx5-fast.ts';
 import { MkeyEngine } from './mlx5-mkey.ts';
 import { CqHw, EqHw, type QpAttrs, QpHw } from './mlx5-qp.ts';
 import { wireRequester, wireTimers } from './mlx5-wire-requester.ts';
@@ -65,6 +66,8 @@ export type Mlx5Payload =
       eq: SharedArrayBuffer;
       /** The host arena holding `hca` and the rings (null: none, no wasm data path). */
       arena: PhysArenaDescriptor | null;
+      /** The firmware's private memory in that arena (mlx5-fast-wat.ts Mlx5Icm), or null. */
+      icm: Int32Array | null;
     }
   | { token: number; kind: 'cq'; cqn: number; ring: RingMem }
   | {
@@ -217,6 +220,7 @@ export class Mlx5Hca implements DeviceModel {
         this.hca = hcaCheck(p.hca);
         const eq = new RingProducer(p.eq);
         this.eng = new MkeyEngine(this.hca, p.mtt, this.rt.dma, eq);
+        this.eng.fast = Mlx5Fast.create(p.arena, this.hca, p.icm);
         this.eq = new EqHw(this.hca, eq);
         return 0;
       }
@@ -266,6 +270,7 @@ export class Mlx5Hca implements DeviceModel {
     const rcq = this.cqs[p.recvCqn];
     if (!scq || !rcq) return -Errno.EINVAL;
     const qp = new QpHw(p.qpn, p.pd, p.sq, p.rq, scq, rcq, this.hca!, this.eq!);
+    qp.fast = this.eng?.fast != null && Mlx5Fast.reaches(qp);
     this.qps[p.qpn] = qp;
     this.live.push(qp);
     Atomics.store(this.hca!, hcaQpBase(p.qpn) + Mlx5QpCtx.VALID, 1);

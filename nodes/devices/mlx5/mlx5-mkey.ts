@@ -25,6 +25,7 @@ import {
   dmaTph,
 } from '../../fabric/dma.ts';
 import type { PhysArenaCopy } from '../../fabric/phys-arena.ts';
+import { FastSide, type Mlx5Fast } from './mlx5-fast.ts';
 import { doorbellRing } from '../../fabric/doorbell.ts';
 import {
   hcaMkeyBase,
@@ -110,8 +111,10 @@ export class MkeyEngine {
   private readonly eq: RingProducer;
   /** mkey index of the last access that reported a fault (a stalled requester watches it). */
   faultIdx = 0;
-  /** Sequence of the next announced access (DOC: zap). */
-  private seq = 0;
+  /** Sequence of the next announced access (DOC: zap); the wasm path (mlx5-fast.ts) continues it. */
+  seq = 0;
+  /** The wasm data path, when the HCA has one: the translation cache is mirrored into it. */
+  fast: Mlx5Fast | null = null;
   private readonly s = new RunPos();
   private readonly d = new RunPos();
   /** DOC: translation cache (source side, destination side). */
@@ -321,8 +324,11 @@ export class MkeyEngine {
   // `gen` is the XLT_GEN read before the MTT lookup of the access (a zap that gave up waiting for
   // us and re-mapped meanwhile must not label the old translation with its new generation).
   private fill(c: XltCache, idx: number, gen: number, iova: number, mttLeft: number, r: DmaRunRecord): void {
+    const f = this.fast;
+    const side = c === this.cs ? FastSide.SRC : FastSide.DST;
     if (!r.plain) {
       c.idx = -1;
+      f?.cacheClear(side);
       return;
     }
     c.idx = idx;
@@ -333,6 +339,10 @@ export class MkeyEngine {
     c.mem = r.mem;
     c.arena = r.arena;
     c.off0 = r.off;
+    if (f === null) return;
+    // mirrored only for memory the wasm path reaches: a region of its own arena.
+    if (r.arena === f.copy) f.cacheSet(side, idx, gen, c.inval, r.mem.byteOffset + r.off, c.i0, c.i1);
+    else f.cacheClear(side);
   }
 
   /**

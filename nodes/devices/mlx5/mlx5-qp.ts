@@ -152,6 +152,11 @@ export class CqHw {
     return true;
   }
 
+  /** CQEs were written past this object (the wasm data path, mlx5-fast.ts): notify() publishes. */
+  posted(): void {
+    this.dirty = true;
+  }
+
   /** Publish HEAD, raise the completion event if armed, ring the CQ's doorbell: once per batch. */
   notify(): void {
     if (!this.dirty) return;
@@ -195,6 +200,8 @@ export class QpHw {
   rnrCount = 0;
   retryCount = 0;
   lastProgress = 0;
+  /** The SQ and send CQ are in the host arena: loopback WRITEs may take the wasm path (mlx5-fast.ts). */
+  fast = false;
   /** Set while a local page fault stalls the requester (cleared by the next attempt). */
   stalled = false;
   /** mkey index whose page fault stalls the requester. */

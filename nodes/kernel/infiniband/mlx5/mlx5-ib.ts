@@ -38,6 +38,7 @@ import {
 import {
   hcaCqBase,
   hcaCreate,
+  MLX5_ICM_WORDS,
   Mlx5Cmd,
   Mlx5CqArm,
   Mlx5CqCtx,
@@ -46,7 +47,7 @@ import {
   Mlx5EqeType,
   mttCreate,
 } from '../../../fabric/mlx5-layout.ts';
-import type { PhysArenaDescriptor } from '../../../fabric/phys-arena.ts';
+import { type PhysArenaDescriptor, physArenaCtlAlloc } from '../../../fabric/phys-arena.ts';
 import { RingConsumer } from '../../../fabric/ring.ts';
 import { ringCreate } from '../../../fabric/ring-layout.ts';
 import type { Device } from '../../device.ts';
@@ -126,6 +127,7 @@ export class Mlx5Dev {
     mtt: SharedArrayBuffer;
     eq: SharedArrayBuffer;
     arena: PhysArenaDescriptor | null;
+    icm: Int32Array | null;
   };
   private nextToken = 1;
   private eqSeen = 0;
@@ -156,7 +158,9 @@ export class Mlx5Dev {
       index: this.hca.byteOffset / 4 + Mlx5Ctl.UAR_DB,
     });
     this.host.exited.then(() => this.onExit());
-    this.initPayload = { hca: this.hca, mtt: this.mttSab, eq: eqSab, arena: kernel.arena };
+    // the firmware's private pages (ICM), beside the context: the wasm data path's arguments.
+    const icm = kernel.arena !== null ? physArenaCtlAlloc(kernel.arena, MLX5_ICM_WORDS * 4) : null;
+    this.initPayload = { hca: this.hca, mtt: this.mttSab, eq: eqSab, arena: kernel.arena, icm };
   }
 
   /** Ring the UAR doorbell: the device re-polls its queues now. */

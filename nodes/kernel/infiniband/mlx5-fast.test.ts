@@ -1,0 +1,199 @@
+// The HCA's wasm data path (nodes/devices/mlx5/mlx5-fast.ts): loopback RDMA WRITEs whose
+// translations are cached run in one wasm call per doorbell. What it does must be what the
+// JavaScript path does (bytes, CQEs, SQ room), it must leave every other case to that path (NAKs,
+// faults), a zap must stop it using a translation, and its binary must be its text compiled.
+import { afterEach, describe, expect, it } from 'vitest';
+import { withDeadline } from '../../../common/deadline.ts';
+import { mlx5FastCompile } from '../../devices/mlx5/mlx5-fast-build.ts';
+import { MLX5_FAST_WASM_BASE64 } from '../../devices/mlx5/mlx5-fast-wasm.ts';
+import { Mlx5Ctl, Mlx5Mkey, Mlx5Xlt, mlx5KeyIndex } from '../../fabric/mlx5-layout.ts';
+import { mlx5MkeyZap } from './mlx5/mlx5-mr.ts';
+import { Placement } from '../dma-buf/mock-exporter.ts';
+import {
+  IbvAccess,
+  IbvSendFlags,
+  type IbvSendWr,
+  IbvWcOpcode,
+  IbvWcStatus as S,
+  ibvPollCq,
+  ibvPostSend,
+  ibvRegDmabufMr,
+  ibvRegMr,
+  mmapAnonymous,
+} from '../../uapi/verbs.ts';
+import {
+  ALL_ACCESS,
+  firstDiff,
+  MS,
+  mkeyWord,
+  mockBuf,
+  pattern,
+  pollN,
+  type RdmaHost,
+  rcPair,
+  rdmaHost,
+  rdmaTeardown,
+  rdmaWr,
+} from './fixtures/rdma-host.ts';
+
+afterEach(rdmaTeardown);
+
+const fastWqes = (h: RdmaHost): number => Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_FAST_WQES);
+
+function write(
+  id: number,
+  lkey: number,
+  laddr: number,
+  rkey: number,
+  raddr: number,
+  len: number,
+  flags: number,
+): IbvSendWr {
+  return { ...rdmaWr('write', id, lkey, laddr, rkey, raddr, len), send_flags: flags };
+}
+
+describe('mlx5 wasm data path', () => {
+  it('mlx5 - cached loopback WRITEs run on the wasm path: the same bytes, CQEs and SQ room as the JavaScript path', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0], { depth: 64 });
+    const src = mmapAnonymous(h.proc, 4096);
+    const dst = mmapAnonymous(h.proc, 4096);
+    src.bytes.set(pattern(4096, 5));
+    const smr = ibvRegMr(a.pd, src.addr, 4096, ALL_ACCESS);
+    const dmr = ibvRegMr(b.pd, dst.addr, 4096, ALL_ACCESS);
+    // the first WRITE fills the translation cache on the JavaScript path: the whole page of each
+    // side, as a perftest loop over one buffer does (the cache holds the last run of each side).
+    ibvPostSend(a.qp, write(0, smr.lkey, src.addr, dmr.rkey, dst.addr, 4096, IbvSendFlags.IBV_SEND_SIGNALED));
+    expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+    const before = fastWqes(h);
+    // three laps of a 64-slot SQ in batches of 16, every 8th signalled: the ring wraps under it.
+    let id = 1;
+    for (let lap = 0; lap < 12; lap++) {
+      const wrs: IbvSendWr[] = [];
+      for (let k = 0; k < 16; k++, id++) {
+        const off = 64 + ((id * 56) % 3968);
+        const sig = id % 8 === 0 ? IbvSendFlags.IBV_SEND_SIGNALED : 0;
+        wrs.push(write(id, smr.lkey, src.addr + off, dmr.rkey, dst.addr + off, 1 + (id % 56), sig));
+      }
+      ibvPostSend(a.qp, wrs);
+      const wcs = await pollN(a.cq, 2, MS, `lap ${lap}`);
+      for (const [i, wc] of wcs.entries()) {
+        expect(wc).toMatchObject({
+          wr_id: lap * 16 + 8 * (i + 1),
+          status: S.IBV_WC_SUCCESS,
+          opcode: IbvWcOpcode.IBV_WC_RDMA_WRITE,
+          qp_num: a.qp.qp_num,
+          byte_len: 0,
+          imm_data: 0,
+          wc_flags: 0,
+        });
+      }
+    }
+    expect(ibvPollCq(a.cq, 4, [])).toBe(0);
+    expect(fastWqes(h) - before).toBe(192);
+    for (let i = 1; i < id; i++) {
+      const off = 64 + ((i * 56) % 3968);
+      const len = 1 + (i % 56);
+      expect(firstDiff(dst.bytes.subarray(off, off + len), src.bytes.subarray(off, off + len))).toBe(-1);
+    }
+  });
+
+  it('mlx5 - the wasm path leaves a WRITE it does not cover to the JavaScript path: an rkey without REMOTE_WRITE NAKs after fast WRITEs', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const src = mmapAnonymous(h.proc, 4096);
+    const dst = mmapAnonymous(h.proc, 8192);
+    const smr = ibvRegMr(a.pd, src.addr, 4096, ALL_ACCESS);
+    const dmr = ibvRegMr(b.pd, dst.addr, 4096, ALL_ACCESS);
+    const ro = ibvRegMr(b.pd, dst.addr + 4096, 4096, IbvAccess.IBV_ACCESS_LOCAL_WRITE);
+    const sig = IbvSendFlags.IBV_SEND_SIGNALED;
+    ibvPostSend(
+      a.qp,
+      [1, 2, 3].map((i) => write(i, smr.lkey, src.addr, dmr.rkey, dst.addr, 8, sig)),
+    );
+    expect((await pollN(a.cq, 3)).map((w) => w.status)).toEqual([0, 0, 0]);
+    const fast = fastWqes(h);
+    expect(fast).toBeGreaterThanOrEqual(2);
+    // b READs src into the read-only MR (LOCAL_WRITE is enough for that): now the translation
+    // cache holds exactly the two ranges the WRITE below names, so only the access check stops it.
+    ibvPostSend(b.qp, { ...rdmaWr('read', 9, ro.lkey, dst.addr + 4096, smr.rkey, src.addr, 8) });
+    expect((await pollN(b.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+    ibvPostSend(a.qp, write(4, smr.lkey, src.addr, ro.rkey, dst.addr + 4096, 8, sig));
+    const [wc] = await pollN(a.cq, 1);
+    expect(wc).toMatchObject({ wr_id: 4, status: S.IBV_WC_REM_ACCESS_ERR });
+    expect(fastWqes(h)).toBe(fast);
+  });
+
+  it('mlx5 - a move between two fast WRITEs zaps the mkey; the next WRITE does not use the cached translation and lands in the new placement', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const src = mmapAnonymous(h.proc, 8192);
+    src.bytes.set(pattern(8192, 2));
+    const smr = ibvRegMr(a.pd, src.addr, 8192, ALL_ACCESS);
+    const B = mockBuf(h, 8192, Placement.VRAM);
+    const IOVA = 0x800_0000;
+    const dmr = await withDeadline(ibvRegDmabufMr(b.pd, 0, 8192, IOVA, B.fd, ALL_ACCESS), MS, 'reg');
+    const sig = IbvSendFlags.IBV_SEND_SIGNALED;
+    ibvPostSend(
+      a.qp,
+      // the first (the JavaScript path) caches [0, 320) of both sides; the second is inside it.
+      [
+        write(0, smr.lkey, src.addr, dmr.rkey, IOVA, 320, sig),
+        write(1, smr.lkey, src.addr + 64, dmr.rkey, IOVA + 64, 64, sig),
+      ],
+    );
+    expect((await pollN(a.cq, 2)).map((w) => w.status)).toEqual([0, 0]);
+    const fast = fastWqes(h);
+    expect(fast).toBe(1);
+    const fence = await B.exp.move(Placement.SYSTEM);
+    expect(mkeyWord(h, dmr.rkey, Mlx5Mkey.XLT)).toBe(Mlx5Xlt.ZAPPED);
+    ibvPostSend(a.qp, write(2, smr.lkey, src.addr + 128, dmr.rkey, IOVA + 128, 64, sig));
+    expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+    expect(fence.signaledFlag).toBe(true);
+    expect(Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_PAGE_FAULTS)).toBeGreaterThanOrEqual(1);
+    expect(fastWqes(h)).toBe(fast);
+    expect(B.exp.placement).toBe(Placement.SYSTEM);
+    expect(firstDiff(B.read(0, 192), src.bytes.subarray(0, 192))).toBe(-1);
+    // WR 3 (the JavaScript path) caches the re-mapped translation, and the wasm path resumes.
+    ibvPostSend(a.qp, [
+      write(3, smr.lkey, src.addr, dmr.rkey, IOVA, 320, sig),
+      write(4, smr.lkey, src.addr + 256, dmr.rkey, IOVA + 256, 64, sig),
+    ]);
+    expect((await pollN(a.cq, 2)).map((w) => w.status)).toEqual([0, 0]);
+    expect(fastWqes(h)).toBeGreaterThan(fast);
+    expect(firstDiff(B.read(0, 320), src.bytes.subarray(0, 320))).toBe(-1);
+  });
+
+  it('mlx5 - a zap alone (no move, no IOMMU unmap) stops the wasm path: the next WRITE to the zapped mkey faults and is re-mapped first', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const src = mmapAnonymous(h.proc, 4096);
+    src.bytes.set(pattern(4096, 4));
+    const smr = ibvRegMr(a.pd, src.addr, 4096, ALL_ACCESS);
+    const B = mockBuf(h, 4096, Placement.VRAM);
+    const IOVA = 0x900_0000;
+    const dmr = await withDeadline(ibvRegDmabufMr(b.pd, 0, 4096, IOVA, B.fd, ALL_ACCESS), MS, 'reg');
+    const sig = IbvSendFlags.IBV_SEND_SIGNALED;
+    ibvPostSend(a.qp, [
+      write(0, smr.lkey, src.addr, dmr.rkey, IOVA, 256, sig),
+      write(1, smr.lkey, src.addr, dmr.rkey, IOVA, 256, sig),
+    ]);
+    expect((await pollN(a.cq, 2)).map((w) => w.status)).toEqual([0, 0]);
+    const fast = fastWqes(h);
+    expect(fast).toBe(1);
+    const faults = Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_PAGE_FAULTS);
+    // what invalidate_mappings does first: XLT_GEN and DevCtx INVAL stay as they were, so only
+    // the XLT word tells the device that its cached translation must not be used.
+    mlx5MkeyZap(h.nics[0], h.nics[0].mrs.get(mlx5KeyIndex(dmr.rkey))!, 'zap');
+    ibvPostSend(a.qp, write(2, smr.lkey, src.addr, dmr.rkey, IOVA, 256, sig));
+    expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+    expect(Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_PAGE_FAULTS)).toBe(faults + 1);
+    expect(fastWqes(h)).toBe(fast);
+    expect(firstDiff(B.read(0, 256), src.bytes.subarray(0, 256))).toBe(-1);
+  });
+
+  it('mlx5 - the committed wasm binary is mlx5-fast-wat.ts compiled (run mlx5-fast-build.ts after changing it)', async () => {
+    const built = await mlx5FastCompile();
+    expect(Buffer.from(built).toString('base64')).toBe(MLX5_FAST_WASM_BASE64);
+  });
+});
