@@ -572,8 +572,9 @@ export function ibvPostSend(qp: IbvQp, wrs: IbvSendWr | readonly IbvSendWr[]): v
   const many = Array.isArray(wrs);
   const count = many ? (wrs as readonly IbvSendWr[]).length : 1;
   const st = qp.qp.state;
-  if (st !== IbvQpState.IBV_QPS_RTS && st !== IbvQpState.IBV_QPS_ERR) {
-    throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is in state ${st}, not RTS`), { badWr: 0 });
+  if ((st !== IbvQpState.IBV_QPS_RTS && st !== IbvQpState.IBV_QPS_ERR) || qp.qp.dead) {
+    const what = qp.qp.dead ? 'destroyed' : `in state ${st}, not RTS`;
+    throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is ${what}`), { badWr: 0 });
   }
   const sq = qp.sq;
   const w = sq.words;
@@ -665,8 +666,9 @@ export function ibvPostRecv(qp: IbvQp, wrs: IbvRecvWr | readonly IbvRecvWr[]): v
   const fn = 'ibv_post_recv';
   const many = Array.isArray(wrs);
   const count = many ? (wrs as readonly IbvRecvWr[]).length : 1;
-  if (qp.qp.state === IbvQpState.IBV_QPS_RESET) {
-    throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is in RESET`), { badWr: 0 });
+  if (qp.qp.state === IbvQpState.IBV_QPS_RESET || qp.qp.dead) {
+    const what = qp.qp.dead ? 'destroyed' : 'in RESET';
+    throw Object.assign(err('EINVAL', `${fn}: qp ${qp.qp_num} is ${what}`), { badWr: 0 });
   }
   const rq = qp.rq;
   const w = rq.words;
@@ -721,6 +723,8 @@ function newWc(): IbvWc {
  * IBV_WC_WR_FLUSH_ERR (software completions). Returns the number written.
  */
 export function ibvPollCq(cq: IbvCq, n: number, wc: IbvWc[]): number {
+  // its ring went back to the host arena with it (another CQ's may be there now).
+  if (cq.cq.dead) throw err('EINVAL', `ibv_poll_cq: cq ${cq.cq.cqn} is destroyed`);
   const r = cq.ring;
   const w = r.words;
   let i = 0;

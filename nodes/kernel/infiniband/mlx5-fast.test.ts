@@ -15,6 +15,8 @@ import {
   type IbvSendWr,
   IbvWcOpcode,
   IbvWcStatus as S,
+  ibvDestroyCq,
+  ibvDestroyQp,
   ibvPollCq,
   ibvPostSend,
   ibvRegDmabufMr,
@@ -34,7 +36,10 @@ import {
   rdmaHost,
   rdmaTeardown,
   rdmaWr,
+  connect,
+  qpEnd,
 } from './fixtures/rdma-host.ts';
+import { expectErr } from '../../../test/support/expect-errno.ts';
 
 afterEach(rdmaTeardown);
 
@@ -190,6 +195,37 @@ describe('mlx5 wasm data path', () => {
     expect(Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_PAGE_FAULTS)).toBe(faults + 1);
     expect(fastWqes(h)).toBe(fast);
     expect(firstDiff(B.read(0, 256), src.bytes.subarray(0, 256))).toBe(-1);
+  });
+
+  it('mlx5 - a destroyed QP and CQ give their rings back to the arena (the next ones reuse them); post and poll on them are EINVAL', async () => {
+    const h = await rdmaHost();
+    const a = await qpEnd(h.ctxs[0]);
+    const at = [a.qp.qp.sq, a.qp.qp.rq, a.cq.cq.ring].map((m) => (m as Int32Array).byteOffset);
+    expect(at.every((o) => o > 0)).toBe(true); // windows of the arena, not SABs of their own
+    await ibvDestroyQp(a.qp);
+    await ibvDestroyCq(a.cq);
+    expectErr(() => ibvPostSend(a.qp, rdmaWr('write', 1, 0, 0, 0, 0, 0)), 'EINVAL', /destroyed/);
+    expectErr(() => ibvPollCq(a.cq, 1, []), 'EINVAL', /destroyed/);
+    const b = await qpEnd(h.ctxs[0], 64, a.pd);
+    const again = [b.qp.qp.sq, b.qp.qp.rq, b.cq.cq.ring].map((m) => (m as Int32Array).byteOffset);
+    expect(new Set(again)).toEqual(new Set(at));
+    // and they work: a connected pair on the reused rings moves data on the wasm path.
+    const c = await qpEnd(h.ctxs[0], 64, a.pd);
+    await connect(b, c);
+    await connect(c, b);
+    const src = mmapAnonymous(h.proc, 4096);
+    src.bytes.set(pattern(4096, 8));
+    const dst = mmapAnonymous(h.proc, 4096);
+    const smr = ibvRegMr(a.pd, src.addr, 4096, ALL_ACCESS);
+    const dmr = ibvRegMr(a.pd, dst.addr, 4096, ALL_ACCESS);
+    const sig = IbvSendFlags.IBV_SEND_SIGNALED;
+    ibvPostSend(
+      b.qp,
+      [0, 1].map((i) => write(i, smr.lkey, src.addr, dmr.rkey, dst.addr, 4096, sig)),
+    );
+    expect((await pollN(b.cq, 2)).map((w) => w.status)).toEqual([0, 0]);
+    expect(fastWqes(h)).toBe(1);
+    expect(firstDiff(dst.bytes, src.bytes)).toBe(-1);
   });
 
   it('mlx5 - the committed wasm binary is mlx5-fast-wat.ts compiled (run mlx5-fast-build.ts after changing it)', async () => {

@@ -3,7 +3,13 @@ import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { DmaCtx, dmaCopy, DmaStatus } from '../../fabric/dma.ts';
 import { PAGE_SIZE } from '../../fabric/page.ts';
-import { physArenaAlloc, physArenaCopy, physArenaCreate } from '../../fabric/phys-arena.ts';
+import {
+  physArenaAlloc,
+  physArenaCopy,
+  physArenaCreate,
+  physArenaCtlAlloc,
+  physArenaCtlFree,
+} from '../../fabric/phys-arena.ts';
 import { memRegionBytes } from '../../fabric/phys-map-layout.ts';
 import { Iommu, iommuDeviceDmaCtx } from '../iommu/iommu.ts';
 import { HostKernel } from '../kernel.ts';
@@ -142,5 +148,24 @@ describe('phys-arena', () => {
     } finally {
       r.close();
     }
+  });
+
+  it('phys-arena - control blocks are 64-byte aligned windows, reused zeroed by exact size after a free, null when the arena is full', () => {
+    const arena = physArenaCreate(2 * 65536)!;
+    const a = physArenaCtlAlloc(arena, 100)!;
+    const b = physArenaCtlAlloc(arena, 100)!;
+    expect([a.byteOffset % 64, b.byteOffset % 64, a.byteLength]).toEqual([0, 0, 128]);
+    expect(b.byteOffset).toBeGreaterThanOrEqual(a.byteOffset + 128);
+    a.fill(7);
+    physArenaCtlFree(arena, a);
+    const c = physArenaCtlAlloc(arena, 128)!;
+    expect(c.byteOffset).toBe(a.byteOffset);
+    expect(c.every((w) => w === 0)).toBe(true);
+    // more than the arena's two 64 KiB pages: none; what fits the chunk's rest goes there; the
+    // next chunk is the last page; after that the arena is full.
+    expect(physArenaCtlAlloc(arena, 2 * 65536)).toBeNull();
+    expect(physArenaCtlAlloc(arena, 65000)!.byteOffset).toBe(256);
+    expect(physArenaCtlAlloc(arena, 65536)!.byteOffset).toBe(65536);
+    expect(physArenaCtlAlloc(arena, 64)).toBeNull();
   });
 });

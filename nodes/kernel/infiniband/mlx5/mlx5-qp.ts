@@ -19,7 +19,8 @@ import {
   Mlx5CqState,
   Mlx5QpCtx,
 } from '../../../fabric/mlx5-layout.ts';
-import { ringCreate } from '../../../fabric/ring-layout.ts';
+import { physArenaCtlFree } from '../../../fabric/phys-arena.ts';
+import { type RingMem, ringCreate } from '../../../fabric/ring-layout.ts';
 import { IbCq, type IbDevice, ibDispatchEvent, type IbPd, IbQp } from '../ib-core.ts';
 import { ibFabricConnect, ibFabricDisconnect } from '../ib-fabric.ts';
 import type { Mlx5Dev } from './mlx5-ib.ts';
@@ -48,6 +49,16 @@ function allocNumber(d: Mlx5Dev, kind: 'cq' | 'qp'): number {
   throw err('ENOMEM', `${d.name}: no free ${kind === 'cq' ? 'CQ' : 'QP'} number`);
 }
 
+/**
+ * Ring memory of a destroyed CQ or QP back to the host arena: the device dropped it with the
+ * DESTROY command (or is dead), and userspace refuses to post or poll on a destroyed object
+ * (verbs.ts), as its buffers are gone with it in libmlx5. A failed create keeps its ring: the
+ * device may still act on a command that timed out.
+ */
+function ringFree(d: Mlx5Dev, mem: RingMem): void {
+  if (d.kernel.arena !== null && mem instanceof Int32Array) physArenaCtlFree(d.kernel.arena, mem);
+}
+
 /** mlx5_ib_create_cq. Throws: ENOMEM (no CQN), the command's errors. */
 export async function mlx5CreateCq(d: Mlx5Dev, ib: IbDevice, cqe: number): Promise<IbCq> {
   const cqn = allocNumber(d, 'cq');
@@ -66,6 +77,7 @@ export async function mlx5CreateCq(d: Mlx5Dev, ib: IbDevice, cqe: number): Promi
 /** mlx5_ib_destroy_cq. A dead device has nothing to tell. */
 export async function mlx5DestroyCq(d: Mlx5Dev, cq: IbCq): Promise<void> {
   if (d.alive) await d.cmd(Mlx5Cmd.DESTROY_CQ, undefined, cq.cqn);
+  ringFree(d, cq.ring);
   d.cqns.delete(cq.cqn);
   d.cqObjs.delete(cq.cqn);
 }
@@ -141,6 +153,8 @@ export async function mlx5ModifyQp(d: Mlx5Dev, qp: IbQp, prev: number): Promise<
 export async function mlx5DestroyQp(d: Mlx5Dev, qp: IbQp): Promise<void> {
   ibFabricDisconnect(d.kernel, d.lid, qp.qpn);
   if (d.alive) await d.cmd(Mlx5Cmd.DESTROY_QP, undefined, qp.qpn);
+  ringFree(d, qp.sq);
+  ringFree(d, qp.rq);
   d.qpns.delete(qp.qpn);
   d.qpObjs.delete(qp.qpn);
 }
