@@ -7,12 +7,12 @@
  *
  * The common case, each condition checked here exactly as the JavaScript path checks it
  * (mlx5-requester.ts decodeSend, mlx5-responder.ts respondLocal, mlx5-mkey.ts check/usable/hit):
- *  - an RDMA WRITE, one SGE, 1..MLX5_DMA_CHUNK bytes, not inline;
- *  - lkey: valid, of the QP's PD, covering the SGE; rkey: valid, of the responder's PD, covering
+ *  - an RDMA WRITE, one SGE of 1..MLX5_DMA_CHUNK bytes or 1..MLX5_MAX_INLINE bytes inline;
+ *  - lkey (not inline): valid, of the QP's PD, covering the SGE; rkey: valid, of the responder's PD, covering
  *    [raddr, raddr + len) with REMOTE_WRITE, and the responder QP allows REMOTE_WRITE;
  *  - a signalled WQE finds room in its CQ;
- *  - inside the announced access (ACTIVE store, DOC: zap): both mkeys XLT = PRESENT with the same
- *    key, no TPH on either, and both translation-cache entries (ICM words, mirrored by
+ *  - inside the announced access (ACTIVE store, DOC: zap): both mkeys (the destination's only,
+ *    inline) XLT = PRESENT with the same key, no TPH on either, and the translation-cache entries (ICM words, mirrored by
  *    MkeyEngine) hold the range under the current XLT_GEN and DevCtx INVAL.
  * The first WQE that is not the common case stops the loop with nothing of it done (an ACTIVE
  * store and clear aside), and the JavaScript path takes it from there: faults, NAKs, errors, CQ
@@ -35,7 +35,7 @@ import {
   Mlx5MkeyState,
   Mlx5Xlt,
 } from '../../fabric/mlx5-layout.ts';
-import { Cqe64, SendWqe } from '../../fabric/mlx5-wqe.ts';
+import { Cqe64, MLX5_MAX_INLINE, SEND_WQE_INLINE, SendWqe } from '../../fabric/mlx5-wqe.ts';
 import { RING_HDR_WORDS, RingHdr, RingSlot } from '../../fabric/ring-layout.ts';
 
 const W = 4; // bytes per word
@@ -123,7 +123,7 @@ export function mlx5FastWat(): string {
     (local $seq i32) (local $inval i32) (local $n i32) (local $cqes i32) (local $b i32)
     (local $flags i32) (local $len i32) (local $lkey i32) (local $rkey i32) (local $laddr i64)
     (local $raddr i64) (local $si i32) (local $di i32) (local $ms i32) (local $md i32)
-    (local $so i32) (local $do i32) (local $cb i32)
+    (local $so i32) (local $do i32) (local $cb i32) (local $inl i32)
     (local.set $sq (i32.load ${icm(Mlx5Icm.SQ)} (local.get $icm)))
     (local.set $mask (i32.load ${icm(Mlx5Icm.SQ_MASK)} (local.get $icm)))
     (local.set $tail (i32.load ${icm(Mlx5Icm.SQ_TAIL)} (local.get $icm)))
@@ -145,16 +145,24 @@ export function mlx5FastWat(): string {
       (br_if $stop (i32.ne (i32.atomic.load offset=${seq} (local.get $b)) (i32.add (local.get $tail) (i32.const 1))))
       (br_if $stop (i32.ne (i32.load ${wqe(SendWqe.OPCODE)} (local.get $b)) (i32.const ${IbvWrOpcode.IBV_WR_RDMA_WRITE})))
       (local.set $flags (i32.load ${wqe(SendWqe.FLAGS)} (local.get $b)))
-      (br_if $stop (i32.and (local.get $flags) (i32.const ${IbvSendFlags.IBV_SEND_INLINE})))
-      (br_if $stop (i32.ne (i32.load ${wqe(SendWqe.NSGE)} (local.get $b)) (i32.const 1)))
-      (local.set $len (i32.load ${wqe(SendWqe.SGE_LEN)} (local.get $b)))
-      (br_if $stop (i32.or (i32.eqz (local.get $len)) (i32.gt_u (local.get $len) (i32.const ${MLX5_DMA_CHUNK}))))
-      (local.set $lkey (i32.load ${wqe(SendWqe.SGE_LKEY)} (local.get $b)))
-      (local.set $laddr (i64.load ${wqe(SendWqe.SGE_ADDR_LO)} (local.get $b)))
+      (local.set $inl (i32.and (local.get $flags) (i32.const ${IbvSendFlags.IBV_SEND_INLINE})))
+      (if (local.get $inl)
+        (then
+          ;; inline data: NSGE is its byte count, the bytes follow in the WQE (decodeSend)
+          (local.set $len (i32.load ${wqe(SendWqe.NSGE)} (local.get $b)))
+          (br_if $stop (i32.or (i32.eqz (local.get $len)) (i32.gt_u (local.get $len) (i32.const ${MLX5_MAX_INLINE}))))
+          (local.set $si (i32.const -1)))
+        (else
+          (br_if $stop (i32.ne (i32.load ${wqe(SendWqe.NSGE)} (local.get $b)) (i32.const 1)))
+          (local.set $len (i32.load ${wqe(SendWqe.SGE_LEN)} (local.get $b)))
+          (br_if $stop (i32.or (i32.eqz (local.get $len)) (i32.gt_u (local.get $len) (i32.const ${MLX5_DMA_CHUNK}))))
+          (local.set $lkey (i32.load ${wqe(SendWqe.SGE_LKEY)} (local.get $b)))
+          (local.set $laddr (i64.load ${wqe(SendWqe.SGE_ADDR_LO)} (local.get $b)))
+          (br_if $stop (i32.eqz (call $check (local.get $hca) (local.get $lkey) (local.get $pd) (local.get $laddr)
+            (i64.extend_i32_u (local.get $len)) (i32.const 0))))
+          (local.set $si (i32.and (i32.shr_u (local.get $lkey) (i32.const 8)) (i32.const 0xffffff)))))
       (local.set $rkey (i32.load ${wqe(SendWqe.RKEY)} (local.get $b)))
       (local.set $raddr (i64.load ${wqe(SendWqe.RADDR_LO)} (local.get $b)))
-      (br_if $stop (i32.eqz (call $check (local.get $hca) (local.get $lkey) (local.get $pd) (local.get $laddr)
-        (i64.extend_i32_u (local.get $len)) (i32.const 0))))
       (br_if $stop (i32.eqz (call $check (local.get $hca) (local.get $rkey) (local.get $rpd) (local.get $raddr)
         (i64.extend_i32_u (local.get $len)) (i32.const ${IbvAccess.IBV_ACCESS_REMOTE_WRITE}))))
       ;; a signalled WQE needs CQ room (RingProducer.claim); a full CQ is the overrun path's
@@ -164,21 +172,24 @@ export function mlx5FastWat(): string {
             (then
               (local.set $tailc (i32.atomic.load offset=${RingHdr.TAIL * W} (local.get $cq)))
               (br_if $stop (i32.gt_u (i32.sub (local.get $head) (local.get $tailc)) (local.get $cqmask)))))))
-      (local.set $si (i32.and (i32.shr_u (local.get $lkey) (i32.const 8)) (i32.const 0xffffff)))
       (local.set $di (i32.and (i32.shr_u (local.get $rkey) (i32.const 8)) (i32.const 0xffffff)))
       (local.set $ms (i32.add (local.get $hca) (i32.add (i32.const ${mk0}) (i32.mul (local.get $si) (i32.const ${mkStride})))))
       (local.set $md (i32.add (local.get $hca) (i32.add (i32.const ${mk0}) (i32.mul (local.get $di) (i32.const ${mkStride})))))
-      ;; announce the access (mlx5ActiveWord), then the translation state (DOC: zap)
+      ;; announce the access (mlx5ActiveWord; an inline WRITE names no source: si + 1 = 0), then
+      ;; the translation state (DOC: zap)
       (i32.atomic.store offset=${Mlx5Ctl.ACTIVE * W} (local.get $hca)
         (i32.or (i32.shl (i32.and (local.get $seq) (i32.const 63)) (i32.const 26))
           (i32.or (i32.shl (i32.add (local.get $di) (i32.const 1)) (i32.const 13)) (i32.add (local.get $si) (i32.const 1)))))
       (local.set $seq (i32.add (local.get $seq) (i32.const 1)))
       (local.set $so (i32.const -1))
       (local.set $do (i32.const -1))
-      (if (i32.and (call $usable (local.get $ms) (local.get $lkey)) (call $usable (local.get $md) (local.get $rkey)))
+      (if (call $usable (local.get $md) (local.get $rkey))
         (then
-          (local.set $so (call $hit (i32.add (local.get $icm) (i32.const ${Mlx5Icm.CACHE_SRC * W})) (local.get $ms)
-            (local.get $si) (local.get $laddr) (i64.extend_i32_u (local.get $len)) (local.get $inval)))
+          (if (local.get $inl)
+            (then (local.set $so (i32.add (local.get $b) (i32.const ${SEND_WQE_INLINE * W}))))
+            (else (if (call $usable (local.get $ms) (local.get $lkey))
+              (then (local.set $so (call $hit (i32.add (local.get $icm) (i32.const ${Mlx5Icm.CACHE_SRC * W}))
+                (local.get $ms) (local.get $si) (local.get $laddr) (i64.extend_i32_u (local.get $len)) (local.get $inval)))))))
           (if (i32.ne (local.get $so) (i32.const -1))
             (then (local.set $do (call $hit (i32.add (local.get $icm) (i32.const ${Mlx5Icm.CACHE_DST * W})) (local.get $md)
               (local.get $di) (local.get $raddr) (i64.extend_i32_u (local.get $len)) (local.get $inval)))))))

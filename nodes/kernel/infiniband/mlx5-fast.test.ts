@@ -103,6 +103,35 @@ describe('mlx5 wasm data path', () => {
     }
   });
 
+  it('mlx5 - inline WRITEs take the wasm path too: the bytes come from the WQE, only the destination is cached', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const src = mmapAnonymous(h.proc, 4096);
+    src.bytes.set(pattern(4096, 6));
+    const dst = mmapAnonymous(h.proc, 4096);
+    const dmr = ibvRegMr(b.pd, dst.addr, 4096, ALL_ACCESS);
+    const inline = (id: number, off: number, len: number): IbvSendWr => ({
+      ...write(id, 0, src.addr + off, dmr.rkey, dst.addr + off, len, IbvSendFlags.IBV_SEND_SIGNALED),
+      send_flags: IbvSendFlags.IBV_SEND_SIGNALED | IbvSendFlags.IBV_SEND_INLINE,
+    });
+    // a plain WRITE-sized inline first caches [0, 24) of the destination; 1..24 bytes inside it follow.
+    ibvPostSend(a.qp, inline(0, 0, 24));
+    expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+    src.bytes.set(pattern(4096, 9));
+    const before = fastWqes(h);
+    const lens = [1, 7, 8, 16, 17, 24];
+    ibvPostSend(
+      a.qp,
+      lens.map((len, i) => inline(i + 1, 24 - len, len)),
+    );
+    const wcs = await pollN(a.cq, lens.length);
+    expect(wcs.map((w) => [w.wr_id, w.status])).toEqual(lens.map((_, i) => [i + 1, S.IBV_WC_SUCCESS]));
+    expect(fastWqes(h) - before).toBe(lens.length);
+    // the last WR wrote all 24 bytes from the second pattern.
+    expect(firstDiff(dst.bytes.subarray(0, 24), src.bytes.subarray(0, 24))).toBe(-1);
+    expect(dst.bytes[24]).toBe(0);
+  });
+
   it('mlx5 - the wasm path leaves a WRITE it does not cover to the JavaScript path: an rkey without REMOTE_WRITE NAKs after fast WRITEs', async () => {
     const h = await rdmaHost();
     const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
