@@ -262,6 +262,8 @@ class RunCursor {
   arena: PhysArenaCopy | null = null;
   off = 0;
   run = 0;
+  /** Bytes contiguous from the run's start in its window and IOMMU extent (>= run). */
+  span = 0;
   /** The last run had no hook and no hint statistics: only its bytes moved (DmaRunRecord). */
   plain = false;
 
@@ -288,10 +290,12 @@ class RunCursor {
     const bus = this.bus;
     let p: number;
     let run: number;
+    let span: number; // contiguous from p (>= run): how far a cached translation may reach
     if (bus || dom === null || dom.type === kIdentity) {
       if (!bus && dom === null) return fault(ctx, a, this.access, false, kBlocked, max);
       p = a; // bus address, or IDENTITY: iova == phys; the window clamp below splits the run
       run = max;
+      span = Number.POSITIVE_INFINITY;
     } else {
       if (a >= dom.limit) return fault(ctx, a, this.access, false, kNotPresent, max);
       const tlb = ctx.iotlb;
@@ -316,6 +320,7 @@ class RunCursor {
         sl = s2;
         run += tlb.pages[s2] * kPage;
       }
+      span = run;
       if (run > max) run = max;
     }
     const pv = ctx.phys;
@@ -324,6 +329,7 @@ class RunCursor {
     const wStart = bus ? pv.busStart[wi] : pv.start[wi];
     const wEnd = bus ? pv.busEnd[wi] : pv.end[wi];
     if (p + run > wEnd) run = wEnd - p; // the rest starts a new run in the next window (or faults)
+    this.span = Math.min(span, wEnd - p);
     // the run's target is fixed before the hook: a hook that syncs this ctx (its own DMA after an
     // INVAL bump) replaces the phys map view's arrays, and `wi` would then name another window.
     this.mem = pv.bytes[wi];
@@ -389,7 +395,7 @@ function dmaRoute(
       const mem = c.mem;
       const off = c.off;
       const at = bufOff + done;
-      if (done === 0 && first !== null) record(first, c, off, n);
+      if (done === 0 && first !== null) record(first, c, off);
       if (op === DmaOp.FILL) mem.fill(value, off, off + n);
       else if (n <= kSmallCopy) {
         // a few bytes (doorbell-sized messages): a loop beats creating a subarray for set().
@@ -496,7 +502,8 @@ export function dmaCopy(
 /**
  * Where the first run of one side of a DMA went, for a device that caches translations above
  * the DMA layer (mlx5's mkey translation cache): `mem[off..off + run)` are the bytes at the DMA's
- * address. Valid while the context's DevCtx INVAL word still reads `inval` (the IOTLB's rule),
+ * address and on, as far as they stay contiguous in one window under one IOMMU extent (merged
+ * extents included), which may be further than the DMA went. Valid while the context's DevCtx INVAL word still reads `inval` (the IOTLB's rule),
  * and only if `plain` (no hook or hint statistics on the run, which a cached access would skip).
  * Filled by dmaCopyTph and dmaXfer when given one; meaningful only when they return OK.
  */
@@ -515,11 +522,13 @@ export function dmaRunRecord(): DmaRunRecord {
   return { mem: new Uint8Array(0), arena: null, off: 0, run: 0, inval: 0, plain: false };
 }
 
-function record(r: DmaRunRecord, c: RunCursor, off: number, run: number): void {
+function record(r: DmaRunRecord, c: RunCursor, off: number): void {
   r.mem = c.mem;
   r.arena = c.arena;
   r.off = off;
-  r.run = run;
+  // the whole contiguous span, not just this DMA's share: the next access a little further on
+  // (a stream through one buffer) then hits the device's cache as well.
+  r.run = c.span;
   r.inval = c.ctx!.inval;
   r.plain = c.plain;
 }
@@ -579,8 +588,8 @@ export function dmaCopyTph(
         dOff = d.off;
       }
       if (done === 0) {
-        if (sFirst !== null) record(sFirst, s, sOff, sLeft);
-        if (dFirst !== null) record(dFirst, d, dOff, dLeft);
+        if (sFirst !== null) record(sFirst, s, sOff);
+        if (dFirst !== null) record(dFirst, d, dOff);
       }
       const n = sLeft < dLeft ? sLeft : dLeft;
       dmaCopyBytes(s.mem, s.arena, sOff, d.mem, d.arena, dOff, n);
