@@ -92,7 +92,8 @@ export type DmaCtxUpdate = PhysMapUpdate | DmaDomainUpdate;
 export interface DmaCtxDescriptor {
   deviceId: number;
   /** Device context entry (DevCtx words). */
-  devCtx: SharedArrayBuffer;
+  /** The device's DevCtx entry: its own SAB, or a window of the host arena. */
+  devCtx: SharedArrayBuffer | Int32Array;
   phys: PhysMapDescriptor;
   /** Domains known at hand-off (at least the attached one). */
   domains: DmaDomainDescriptor[];
@@ -128,7 +129,7 @@ export class DmaCtx {
 
   constructor(desc: DmaCtxDescriptor) {
     this.deviceId = desc.deviceId;
-    this.devCtx = new Int32Array(desc.devCtx);
+    this.devCtx = desc.devCtx instanceof Int32Array ? desc.devCtx : new Int32Array(desc.devCtx);
     this.port = desc.port;
     this.phys = new PhysMapView(desc.phys);
     this.faults = new FaultRingProducer(desc.faultRing);

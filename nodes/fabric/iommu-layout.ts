@@ -131,9 +131,14 @@ export const DevCtx = {
    * it before each run it translates and flushes its IOTLB when it moved (fabric/iotlb.ts).
    */
   INVAL: 3,
+  /**
+   * 1 when this entry lives in the host's memory arena (phys-arena.ts control memory), where a
+   * wasm device model can load INVAL itself (mlx5-fast.ts); 0 in a SAB of its own.
+   */
+  IN_ARENA: 4,
 } as const;
-export const DEV_CTX_WORDS = 4;
-layoutCheck('DevCtx', DevCtx, DEV_CTX_WORDS, 16);
+export const DEV_CTX_WORDS = 8;
+layoutCheck('DevCtx', DevCtx, DEV_CTX_WORDS, 32);
 
 // ---- 3. fault ring ---------------------------------------------------------------------------
 

@@ -263,8 +263,8 @@ export const Mlx5Icm = {
   SEQ: 11,
   /** CQEs written (out). */
   CQES: 12,
-  /** DevCtx INVAL as loaded for this call. */
-  INVAL: 13,
+  /** Byte address of the device's DevCtx INVAL word (the entry is in the arena too). */
+  INVAL_AT: 13,
   /** The HCA context's byte address. */
   HCA: 14,
   /** Translation cache entries: source at CACHE_SRC, destination at CACHE_DST (CacheEntry). */

@@ -126,6 +126,8 @@ export function physArenaCtlFree(arena: PhysArenaDescriptor, block: Int32Array):
   const st = ctlState.get(arena.memory);
   if (st === undefined) return;
   const list = st.free.get(block.byteLength) ?? [];
+  // a second free of one block would hand it out twice: ignored (frees are rare, lists short).
+  if (list.includes(block.byteOffset)) return;
   list.push(block.byteOffset);
   st.free.set(block.byteLength, list);
 }

@@ -55,7 +55,7 @@ export class HostKernel {
     this.ram = memRegionCreate(`${this.name}:ram`, MemRegionKind.RAM, opts.ramBytes ?? 64 << 20, this.arena);
     this.physMap.addRam(this.ram);
     this.ramAlloc = new PageAllocator(this.ram);
-    this.iommu = new Iommu(this.physMap);
+    this.iommu = new Iommu(this.physMap, { arena: this.arena });
     this.heaps.add('system', systemHeapCreate(this.ramAlloc, this.physMap), null);
   }
 

@@ -108,8 +108,9 @@ export function mlx5FastWat(): string {
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br $byte)))
         (return)))
-    (if (i32.and (i32.lt_u (i32.sub (local.get $d) (local.get $s)) (local.get $n))
-                 (i32.lt_u (i32.sub (local.get $s) (local.get $d)) (local.get $n)))
+    ;; overlap: either difference, taken unsigned, is below n
+    (if (i32.or (i32.lt_u (i32.sub (local.get $d) (local.get $s)) (local.get $n))
+                (i32.lt_u (i32.sub (local.get $s) (local.get $d)) (local.get $n)))
       (then (memory.copy (local.get $d) (local.get $s) (local.get $n)) (return)))
     (local.set $i (i32.sub (local.get $n) (i32.const 16)))
     (memory.copy (local.get $d) (local.get $s) (local.get $i))
@@ -123,7 +124,7 @@ export function mlx5FastWat(): string {
     (local $seq i32) (local $inval i32) (local $n i32) (local $cqes i32) (local $b i32)
     (local $flags i32) (local $len i32) (local $lkey i32) (local $rkey i32) (local $laddr i64)
     (local $raddr i64) (local $si i32) (local $di i32) (local $ms i32) (local $md i32)
-    (local $so i32) (local $do i32) (local $cb i32) (local $inl i32)
+    (local $so i32) (local $do i32) (local $cb i32) (local $inl i32) (local $invalAt i32)
     (local.set $sq (i32.load ${icm(Mlx5Icm.SQ)} (local.get $icm)))
     (local.set $mask (i32.load ${icm(Mlx5Icm.SQ_MASK)} (local.get $icm)))
     (local.set $tail (i32.load ${icm(Mlx5Icm.SQ_TAIL)} (local.get $icm)))
@@ -135,7 +136,7 @@ export function mlx5FastWat(): string {
     (local.set $pd (i32.load ${icm(Mlx5Icm.PD)} (local.get $icm)))
     (local.set $rpd (i32.load ${icm(Mlx5Icm.R_PD)} (local.get $icm)))
     (local.set $seq (i32.load ${icm(Mlx5Icm.SEQ)} (local.get $icm)))
-    (local.set $inval (i32.load ${icm(Mlx5Icm.INVAL)} (local.get $icm)))
+    (local.set $invalAt (i32.load ${icm(Mlx5Icm.INVAL_AT)} (local.get $icm)))
     ;; a responder QP without REMOTE_WRITE NAKs every WRITE: the JavaScript path's business
     (if (i32.eqz (i32.and (i32.load ${icm(Mlx5Icm.R_ACCESS)} (local.get $icm)) (i32.const ${IbvAccess.IBV_ACCESS_REMOTE_WRITE})))
       (then (return (i32.const 0))))
@@ -158,11 +159,17 @@ export function mlx5FastWat(): string {
           (br_if $stop (i32.or (i32.eqz (local.get $len)) (i32.gt_u (local.get $len) (i32.const ${MLX5_DMA_CHUNK}))))
           (local.set $lkey (i32.load ${wqe(SendWqe.SGE_LKEY)} (local.get $b)))
           (local.set $laddr (i64.load ${wqe(SendWqe.SGE_ADDR_LO)} (local.get $b)))
+          ;; an address the JavaScript path holds as a double only (>= 2^53) is its business;
+          ;; below it, iova + len cannot wrap in 64 bits
+          (br_if $stop (i64.ne (i64.shr_u (local.get $laddr) (i64.const 53)) (i64.const 0)))
           (br_if $stop (i32.eqz (call $check (local.get $hca) (local.get $lkey) (local.get $pd) (local.get $laddr)
             (i64.extend_i32_u (local.get $len)) (i32.const 0))))
           (local.set $si (i32.and (i32.shr_u (local.get $lkey) (i32.const 8)) (i32.const 0xffffff)))))
       (local.set $rkey (i32.load ${wqe(SendWqe.RKEY)} (local.get $b)))
       (local.set $raddr (i64.load ${wqe(SendWqe.RADDR_LO)} (local.get $b)))
+      (br_if $stop (i64.ne (i64.shr_u (local.get $raddr) (i64.const 53)) (i64.const 0)))
+      ;; so is a wr_id of 2^53 or more (ringGetU64 rounds it; a CQE here would copy it exactly)
+      (br_if $stop (i64.ne (i64.shr_u (i64.load ${wqe(SendWqe.WRID_LO)} (local.get $b)) (i64.const 53)) (i64.const 0)))
       (br_if $stop (i32.eqz (call $check (local.get $hca) (local.get $rkey) (local.get $rpd) (local.get $raddr)
         (i64.extend_i32_u (local.get $len)) (i32.const ${IbvAccess.IBV_ACCESS_REMOTE_WRITE}))))
       ;; a signalled WQE needs CQ room (RingProducer.claim); a full CQ is the overrun path's
@@ -181,6 +188,8 @@ export function mlx5FastWat(): string {
         (i32.or (i32.shl (i32.and (local.get $seq) (i32.const 63)) (i32.const 26))
           (i32.or (i32.shl (i32.add (local.get $di) (i32.const 1)) (i32.const 13)) (i32.add (local.get $si) (i32.const 1)))))
       (local.set $seq (i32.add (local.get $seq) (i32.const 1)))
+      ;; DevCtx INVAL inside the access, per WQE (MkeyEngine.copyMr): the IOTLB's rule
+      (local.set $inval (i32.atomic.load (local.get $invalAt)))
       (local.set $so (i32.const -1))
       (local.set $do (i32.const -1))
       (if (call $usable (local.get $md) (local.get $rkey))

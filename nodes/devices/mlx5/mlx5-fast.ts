@@ -39,29 +39,35 @@ export class Mlx5Fast {
   readonly copy: PhysArenaCopy;
   private readonly icm: Int32Array;
   private readonly icmAt: number;
-  private readonly hcaAt: number;
   private readonly run: (icm: number) => number;
 
-  private constructor(arena: PhysArenaDescriptor, hca: Int32Array, icm: Int32Array) {
+  private constructor(arena: PhysArenaDescriptor, hca: Int32Array, icm: Int32Array, devCtx: Int32Array) {
     fastModule ??= new Wasm.Module(Buffer.from(MLX5_FAST_WASM_BASE64, 'base64'));
     const inst = new Wasm.Instance(fastModule, { e: { m: arena.memory } });
     this.run = inst.exports.loopback as (icm: number) => number;
     this.copy = physArenaCopy(arena);
     this.icm = icm;
     this.icmAt = icm.byteOffset;
-    this.hcaAt = hca.byteOffset;
+    icm[Mlx5Icm.HCA] = hca.byteOffset;
+    icm[Mlx5Icm.INVAL_AT] = devCtx.byteOffset + DevCtx.INVAL * 4;
     this.cacheClear(FastSide.SRC);
     this.cacheClear(FastSide.DST);
   }
 
   /**
-   * The wasm path for an HCA whose context and ICM are in `arena`, or null (no arena, the
-   * context outside it, or an ICM too small). Called by: INIT_HCA, device worker.
+   * The wasm path for an HCA whose context, ICM and IOMMU device entry (`devCtx`, its INVAL word)
+   * are in `arena`, or null (no arena, one of them outside it, or an ICM too small).
+   * Called by: INIT_HCA, device worker.
    */
-  static create(arena: PhysArenaDescriptor | null, hca: Int32Array, icm: Int32Array | null): Mlx5Fast | null {
+  static create(
+    arena: PhysArenaDescriptor | null,
+    hca: Int32Array,
+    icm: Int32Array | null,
+    devCtx: Int32Array,
+  ): Mlx5Fast | null {
     if (arena === null || icm === null || icm.length < MLX5_ICM_WORDS) return null;
-    if (Atomics.load(hca, Mlx5Ctl.IN_ARENA) !== 1) return null;
-    return new Mlx5Fast(arena, hca, icm);
+    if (Atomics.load(hca, Mlx5Ctl.IN_ARENA) !== 1 || devCtx[DevCtx.IN_ARENA] !== 1) return null;
+    return new Mlx5Fast(arena, hca, icm, devCtx);
   }
 
   /** May QP `qp` (its SQ and send CQ) use the wasm path? Decided once, at CREATE_QP. */
@@ -104,7 +110,7 @@ export class Mlx5Fast {
    * retired; the caller's JavaScript path continues from qp.sqTail. `seq` is the engine's ACTIVE
    * sequence; the new one is fastSeq afterwards.
    */
-  loopback(qp: QpHw, peer: QpHw, devCtx: Int32Array, seq: number): number {
+  loopback(qp: QpHw, peer: QpHw, seq: number): number {
     const w = this.icm;
     const cq: CqHw = qp.sendCq;
     const ring = cq.ring;
@@ -121,8 +127,6 @@ export class Mlx5Fast {
     w[Mlx5Icm.R_ACCESS] = peer.attrs.accessFlags;
     w[Mlx5Icm.SEQ] = seq;
     w[Mlx5Icm.CQES] = 0;
-    w[Mlx5Icm.INVAL] = Atomics.load(devCtx, DevCtx.INVAL);
-    w[Mlx5Icm.HCA] = this.hcaAt;
     const n = this.run(this.icmAt);
     if (n === 0) return 0;
     qp.sqTail = w[Mlx5Icm.SQ_TAIL];

@@ -220,7 +220,7 @@ export class Mlx5Hca implements DeviceModel {
         this.hca = hcaCheck(p.hca);
         const eq = new RingProducer(p.eq);
         this.eng = new MkeyEngine(this.hca, p.mtt, this.rt.dma, eq);
-        this.eng.fast = Mlx5Fast.create(p.arena, this.hca, p.icm);
+        this.eng.fast = Mlx5Fast.create(p.arena, this.hca, p.icm, this.rt.dma.devCtx);
         this.eq = new EqHw(this.hca, eq);
         return 0;
       }

@@ -184,7 +184,7 @@ export function requesterLoopback(eng: MkeyEngine, qp: QpHw, peer: QpHw | undefi
       eng.dma.hook === null &&
       responderReady(peer)
     ) {
-      n += fast.loopback(qp, peer, eng.dma.devCtx, eng.seq);
+      n += fast.loopback(qp, peer, eng.seq);
       eng.seq = fast.fastSeq;
     }
     const base = qp.sqAt(qp.sqTail);

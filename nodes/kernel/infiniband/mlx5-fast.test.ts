@@ -6,7 +6,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { withDeadline } from '../../../common/deadline.ts';
 import { mlx5FastCompile } from '../../devices/mlx5/mlx5-fast-build.ts';
 import { MLX5_FAST_WASM_BASE64 } from '../../devices/mlx5/mlx5-fast-wasm.ts';
-import { Mlx5Ctl, Mlx5Mkey, Mlx5Xlt, mlx5KeyIndex } from '../../fabric/mlx5-layout.ts';
+import { doorbellRing } from '../../fabric/doorbell.ts';
+import { hcaMkeyBase, Mlx5Ctl, Mlx5Mkey, Mlx5Xlt, mlx5KeyIndex } from '../../fabric/mlx5-layout.ts';
+import { SendWqe } from '../../fabric/mlx5-wqe.ts';
 import { mlx5MkeyZap } from './mlx5/mlx5-mr.ts';
 import { Placement } from '../dma-buf/mock-exporter.ts';
 import {
@@ -14,6 +16,7 @@ import {
   IbvSendFlags,
   type IbvSendWr,
   IbvWcOpcode,
+  IbvWrOpcode,
   IbvWcStatus as S,
   ibvDestroyCq,
   ibvDestroyQp,
@@ -224,6 +227,118 @@ describe('mlx5 wasm data path', () => {
     expect(Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_PAGE_FAULTS)).toBe(faults + 1);
     expect(fastWqes(h)).toBe(fast);
     expect(firstDiff(B.read(0, 256), src.bytes.subarray(0, 256))).toBe(-1);
+  });
+
+  it('mlx5 - what the wasm path checks per WQE: the lkey bounds, DevCtx INVAL and XLT_GEN each send the WQE to the JavaScript path', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const page = mmapAnonymous(h.proc, 4096);
+    page.bytes.set(pattern(4096, 3));
+    const dst = mmapAnonymous(h.proc, 4096);
+    // the source MR is the page's first half: the cached run (the page) reaches past it.
+    const smr = ibvRegMr(a.pd, page.addr, 2048, ALL_ACCESS);
+    const dmr = ibvRegMr(b.pd, dst.addr, 4096, ALL_ACCESS);
+    const sig = IbvSendFlags.IBV_SEND_SIGNALED;
+    const w = (id: number, off: number) =>
+      write(id, smr.lkey, page.addr + off, dmr.rkey, dst.addr + off, 64, sig);
+    const once = async (id: number, off: number) => {
+      ibvPostSend(a.qp, w(id, off));
+      return (await pollN(a.cq, 1))[0].status;
+    };
+    expect(await once(0, 0)).toBe(S.IBV_WC_SUCCESS);
+    expect(await once(1, 64)).toBe(S.IBV_WC_SUCCESS);
+    let fast = fastWqes(h);
+    expect(fast).toBe(1);
+    // 1. outside the lkey's MR, inside the cached run: the local check fails it (rule 16).
+    expect(await once(2, 3000)).toBe(S.IBV_WC_LOC_PROT_ERR);
+    expect(fastWqes(h)).toBe(fast);
+    // a's QP is in the error state now: a new pair on the same PD (the MRs stay).
+    const c = await qpEnd(h.ctxs[0], 64, a.pd);
+    const d = await qpEnd(h.ctxs[0], 64, a.pd);
+    await connect(c, d);
+    await connect(d, c);
+    const w2 = (id: number, off: number) =>
+      write(id, smr.lkey, page.addr + off, dmr.rkey, dst.addr + off, 64, sig);
+    const again = async (id: number, off: number) => {
+      ibvPostSend(c.qp, w2(id, off));
+      return (await pollN(c.cq, 1))[0].status;
+    };
+    expect(await again(3, 128)).toBe(S.IBV_WC_SUCCESS);
+    fast = fastWqes(h);
+    // 2. a phys map change invalidates every device's IOTLB (DevCtx INVAL): the next WRITE re-walks.
+    h.kernel.addDeviceMemory('late-bar', 65536);
+    expect(await again(4, 192)).toBe(S.IBV_WC_SUCCESS);
+    expect(fastWqes(h)).toBe(fast);
+    expect(await again(5, 256)).toBe(S.IBV_WC_SUCCESS);
+    expect(fastWqes(h)).toBe(fast + 1);
+    // 3. the kernel re-programs the destination's MTT (zap, new generation, present again; the
+    // same pages, INVAL untouched): the cached translation is stale by its generation alone.
+    const hca = h.nics[0].hca;
+    const mb = hcaMkeyBase(mlx5KeyIndex(dmr.rkey));
+    Atomics.store(hca, mb + Mlx5Mkey.XLT, Mlx5Xlt.ZAPPED);
+    hca[mb + Mlx5Mkey.XLT_GEN] = (hca[mb + Mlx5Mkey.XLT_GEN] + 1) | 0;
+    Atomics.store(hca, mb + Mlx5Mkey.XLT, Mlx5Xlt.PRESENT);
+    expect(await again(6, 320)).toBe(S.IBV_WC_SUCCESS);
+    expect(fastWqes(h)).toBe(fast + 1);
+    expect(firstDiff(dst.bytes.subarray(128, 384), page.bytes.subarray(128, 384))).toBe(-1);
+  });
+
+  it('mlx5 - overlapping source and destination in one MR copy as memmove on the wasm path', async () => {
+    const h = await rdmaHost();
+    const [a] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const buf = mmapAnonymous(h.proc, 4096);
+    buf.bytes.set(pattern(4096, 1));
+    const model = buf.bytes.slice();
+    const mr = ibvRegMr(a.pd, buf.addr, 4096, ALL_ACCESS);
+    const sig = IbvSendFlags.IBV_SEND_SIGNALED;
+    for (const [id, from, to] of [
+      [0, 0, 8],
+      [1, 0, 8],
+      [2, 40, 16],
+    ]) {
+      ibvPostSend(a.qp, write(id, mr.lkey, buf.addr + from, mr.rkey, buf.addr + to, 64, sig));
+      expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+      model.copyWithin(to, from, from + 64);
+    }
+    expect(fastWqes(h)).toBe(2);
+    expect(firstDiff(buf.bytes, model)).toBe(-1);
+  });
+
+  it('mlx5 - a WQE written straight into the SQ with a remote address near 2^64 is NAKed, not wrapped into other memory', async () => {
+    const h = await rdmaHost();
+    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+    const src = mmapAnonymous(h.proc, 4096);
+    const dst = mmapAnonymous(h.proc, 4096);
+    const smr = ibvRegMr(a.pd, src.addr, 4096, ALL_ACCESS);
+    const dmr = ibvRegMr(b.pd, dst.addr, 4096, ALL_ACCESS);
+    const sig = IbvSendFlags.IBV_SEND_SIGNALED;
+    ibvPostSend(a.qp, write(0, smr.lkey, src.addr, dmr.rkey, dst.addr, 64, sig));
+    expect((await pollN(a.cq, 1))[0].status).toBe(S.IBV_WC_SUCCESS);
+    src.bytes.fill(0xee);
+    // a user-level driver may write its SQ as it likes (verbs would refuse this address):
+    // RADDR = 2^64 - 8 for 16 bytes, the source inside the cached run.
+    const sq = a.qp.sq;
+    const s = sq.claim();
+    const words = sq.words;
+    for (let i = 0; i < 15; i++) words[s + i] = 0;
+    words[s + SendWqe.OPCODE] = IbvWrOpcode.IBV_WR_RDMA_WRITE;
+    words[s + SendWqe.FLAGS] = sig;
+    words[s + SendWqe.WRID_LO] = 2;
+    words[s + SendWqe.RADDR_LO] = 0xfffffff8 | 0;
+    words[s + SendWqe.RADDR_HI] = -1;
+    words[s + SendWqe.RKEY] = dmr.rkey;
+    words[s + SendWqe.NSGE] = 1;
+    words[s + SendWqe.SGE_ADDR_LO] = src.addr % 2 ** 32;
+    words[s + SendWqe.SGE_ADDR_HI] = Math.floor(src.addr / 2 ** 32);
+    words[s + SendWqe.SGE_LEN] = 16;
+    words[s + SendWqe.SGE_LKEY] = smr.lkey;
+    sq.commit();
+    sq.flush();
+    doorbellRing(a.ctx.hca, Mlx5Ctl.UAR_DB);
+    const [wc] = await pollN(a.cq, 1);
+    expect(wc).toMatchObject({ wr_id: 2, status: S.IBV_WC_REM_ACCESS_ERR });
+    expect(Atomics.load(a.ctx.hca, Mlx5Ctl.FATAL)).toBe(0);
+    expect(dst.bytes.subarray(0, 64).every((x) => x !== 0xee)).toBe(true);
   });
 
   it('mlx5 - a destroyed QP and CQ give their rings back to the arena (the next ones reuse them); post and poll on them are EINVAL', async () => {

@@ -34,6 +34,7 @@ import {
   MIN_APERTURE_BITS,
 } from '../../fabric/iommu-layout.ts';
 import { hex, isAddr, isPageAligned, PAGE_SIZE } from '../../fabric/page.ts';
+import { type PhysArenaDescriptor, physArenaCtlAlloc } from '../../fabric/phys-arena.ts';
 import type { PhysMap } from '../mm/phys-map.ts';
 import { IommuFaultLog } from './fault.ts';
 import { IoPgtable } from './io-pgtable.ts';
@@ -55,7 +56,6 @@ export const DEFAULT_APERTURE_BITS = 39;
 interface IommuDevice {
   id: number;
   ctx: Int32Array;
-  sab: SharedArrayBuffer;
   domain: IommuDomain | null;
   ports: Set<MessagePort>;
 }
@@ -98,13 +98,19 @@ export class IommuDomain {
 
 export class Iommu {
   readonly physMap: PhysMap;
+  /** The host's memory arena, where device context entries live when it has room (or null). */
+  private readonly arena: PhysArenaDescriptor | null;
   readonly faultLog: IommuFaultLog;
   readonly domains = new Map<number, IommuDomain>();
   private readonly devices = new Map<number, IommuDevice>();
 
   /** Throws: EINVAL naming faultRingSlots (see IommuFaultLog). */
-  constructor(physMap: PhysMap, opts: { faultRingSlots?: number; faultHistory?: number } = {}) {
+  constructor(
+    physMap: PhysMap,
+    opts: { faultRingSlots?: number; faultHistory?: number; arena?: PhysArenaDescriptor | null } = {},
+  ) {
     this.physMap = physMap;
+    this.arena = opts.arena ?? null;
     this.faultLog = new IommuFaultLog(opts.faultRingSlots ?? 256, opts.faultHistory ?? 1024);
     // a new window must reach every device before its next run: the update is already queued
     // on their ports when this runs (PhysMap.publish).
@@ -134,10 +140,12 @@ export class Iommu {
     }
     let d = this.devices.get(deviceId);
     if (!d) {
-      const sab = new SharedArrayBuffer(DEV_CTX_WORDS * 4);
-      const ctx = new Int32Array(sab);
+      // in the host arena when there is one: a wasm device model loads INVAL there (mlx5-fast.ts).
+      const inArena = this.arena !== null ? physArenaCtlAlloc(this.arena, DEV_CTX_WORDS * 4) : null;
+      const ctx = inArena ?? new Int32Array(new SharedArrayBuffer(DEV_CTX_WORDS * 4));
       ctx[DevCtx.DEVICE_ID] = deviceId;
-      d = { id: deviceId, ctx, sab, domain: null, ports: new Set() };
+      ctx[DevCtx.IN_ARENA] = inArena !== null ? 1 : 0;
+      d = { id: deviceId, ctx, domain: null, ports: new Set() };
       this.devices.set(deviceId, d);
     }
     return d;
@@ -339,7 +347,7 @@ export function iommuDeviceDmaCtx(iommu: Iommu, deviceId: number): DmaCtxHandoff
   iommu.physMap.subscribe(port1);
   const desc: DmaCtxDescriptor = {
     deviceId,
-    devCtx: dev.sab,
+    devCtx: dev.ctx,
     phys: iommu.physMap.descriptor(),
     domains: dev.domain ? [dev.domain.descriptor()] : [],
     faultRing: iommu.faultLog.sab,
