@@ -48,16 +48,19 @@ afterEach(rdmaTeardown);
 
 const fastWqes = (h: RdmaHost): number => Atomics.load(h.nics[0].hca, Mlx5Ctl.STAT_FAST_WQES);
 
-function write(
-  id: number,
-  lkey: number,
-  laddr: number,
-  rkey: number,
-  raddr: number,
-  len: number,
-  flags: number,
-): IbvSendWr {
-  return { ...rdmaWr('write', id, lkey, laddr, rkey, raddr, len), send_flags: flags };
+const write = (id: number, lk: number, la: number, rk: number, ra: number, len: number, flags: number) =>
+  rdmaWr('write', id, lk, la, rk, ra, len, flags);
+
+/** A loopback pair, a patterned user MR of `size` bytes as source, an ODP dma-buf MR (VRAM) at `iova` as target. */
+async function odpTarget(size: number, iova: number, seed: number) {
+  const h = await rdmaHost();
+  const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
+  const src = mmapAnonymous(h.proc, size);
+  src.bytes.set(pattern(size, seed));
+  const smr = ibvRegMr(a.pd, src.addr, size, ALL_ACCESS);
+  const B = mockBuf(h, size, Placement.VRAM);
+  const dmr = await withDeadline(ibvRegDmabufMr(b.pd, 0, size, iova, B.fd, ALL_ACCESS), MS, 'reg');
+  return { h, a, src, smr, B, dmr };
 }
 
 describe('mlx5 wasm data path', () => {
@@ -162,14 +165,8 @@ describe('mlx5 wasm data path', () => {
   });
 
   it('mlx5 - a move between two fast WRITEs zaps the mkey; the next WRITE does not use the cached translation and lands in the new placement', async () => {
-    const h = await rdmaHost();
-    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
-    const src = mmapAnonymous(h.proc, 8192);
-    src.bytes.set(pattern(8192, 2));
-    const smr = ibvRegMr(a.pd, src.addr, 8192, ALL_ACCESS);
-    const B = mockBuf(h, 8192, Placement.VRAM);
     const IOVA = 0x800_0000;
-    const dmr = await withDeadline(ibvRegDmabufMr(b.pd, 0, 8192, IOVA, B.fd, ALL_ACCESS), MS, 'reg');
+    const { h, a, src, smr, B, dmr } = await odpTarget(8192, IOVA, 2);
     const sig = IbvSendFlags.IBV_SEND_SIGNALED;
     ibvPostSend(
       a.qp,
@@ -202,14 +199,8 @@ describe('mlx5 wasm data path', () => {
   });
 
   it('mlx5 - a zap alone (no move, no IOMMU unmap) stops the wasm path: the next WRITE to the zapped mkey faults and is re-mapped first', async () => {
-    const h = await rdmaHost();
-    const [a, b] = await rcPair(h.ctxs[0], h.ctxs[0]);
-    const src = mmapAnonymous(h.proc, 4096);
-    src.bytes.set(pattern(4096, 4));
-    const smr = ibvRegMr(a.pd, src.addr, 4096, ALL_ACCESS);
-    const B = mockBuf(h, 4096, Placement.VRAM);
     const IOVA = 0x900_0000;
-    const dmr = await withDeadline(ibvRegDmabufMr(b.pd, 0, 4096, IOVA, B.fd, ALL_ACCESS), MS, 'reg');
+    const { h, a, src, smr, B, dmr } = await odpTarget(4096, IOVA, 4);
     const sig = IbvSendFlags.IBV_SEND_SIGNALED;
     ibvPostSend(a.qp, [
       write(0, smr.lkey, src.addr, dmr.rkey, IOVA, 256, sig),
