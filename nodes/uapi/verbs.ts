@@ -248,7 +248,13 @@ export async function ibvCloseDevice(ctx: IbvContext): Promise<void> {
   const objs = [...ctx.objs];
   const order = [objs.filter(isQp), objs.filter(isMr), objs.filter(isCq), objs.filter(isPd)];
   await syscall(ctx.proc, 'ibv_close_device', async () => {
-    for (const q of order[0]) await ibDestroyQp((q as IbvQp).qp);
+    for (const q of order[0]) {
+      const qp = q as IbvQp;
+      await ibDestroyQp(qp.qp);
+      // as ibv_destroy_qp does: a CQ of another context must not flush the freed rings.
+      qp.send_cq.qps.delete(qp);
+      qp.recv_cq.qps.delete(qp);
+    }
     for (const m of order[1]) await ibDeregMr((m as IbvMr).mr);
     for (const c of order[2]) await ibDestroyCq((c as IbvCq).cq);
     for (const p of order[3]) ibDeallocPd((p as IbvPd).pd);
@@ -742,6 +748,7 @@ export function ibvPollCq(cq: IbvCq, n: number, wc: IbvWc[]): number {
 // mlx5_ib_poll_sw_comp: the device is dead, so userspace owns the work queue tails now.
 function swFlush(cq: IbvCq, n: number, wc: IbvWc[], i: number): number {
   for (const qp of cq.qps) {
+    if (qp.qp.dead) continue; // its rings went back to the arena with it
     for (const [q, recv] of [
       [qp.sq, false],
       [qp.rq, true],

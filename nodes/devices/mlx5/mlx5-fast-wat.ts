@@ -124,7 +124,7 @@ export function mlx5FastWat(): string {
     (local $seq i32) (local $inval i32) (local $n i32) (local $cqes i32) (local $b i32)
     (local $flags i32) (local $len i32) (local $lkey i32) (local $rkey i32) (local $laddr i64)
     (local $raddr i64) (local $si i32) (local $di i32) (local $ms i32) (local $md i32)
-    (local $so i32) (local $do i32) (local $cb i32) (local $inl i32) (local $invalAt i32)
+    (local $so i32) (local $do i32) (local $cb i32) (local $inl i32) (local $invalAt i32) (local $wrid i64)
     (local.set $sq (i32.load ${icm(Mlx5Icm.SQ)} (local.get $icm)))
     (local.set $mask (i32.load ${icm(Mlx5Icm.SQ_MASK)} (local.get $icm)))
     (local.set $tail (i32.load ${icm(Mlx5Icm.SQ_TAIL)} (local.get $icm)))
@@ -207,13 +207,15 @@ export function mlx5FastWat(): string {
       ;; the access is over: a waiting zap may return now
       (i32.atomic.store offset=${Mlx5Ctl.ACTIVE * W} (local.get $hca) (i32.const 0))
       (br_if $stop (i32.eq (local.get $do) (i32.const -1)))
-      ;; retire (wqRetire), then the CQE if signalled (QpHw.completeSend, cqeWrite, commit)
+      ;; retire (wqRetire), then the CQE if signalled (QpHw.completeSend, cqeWrite, commit); the
+      ;; wr_id is read first: once TAIL moves, the poster may reuse the slot
+      (local.set $wrid (i64.load ${wqe(SendWqe.WRID_LO)} (local.get $b)))
       (local.set $tail (i32.add (local.get $tail) (i32.const 1)))
       (i32.atomic.store offset=${RingHdr.TAIL * W} (local.get $sq) (local.get $tail))
       (if (i32.and (local.get $flags) (i32.const ${IbvSendFlags.IBV_SEND_SIGNALED}))
         (then
           (local.set $cb (i32.add (local.get $cq) (i32.add (i32.const ${slot0}) (i32.shl (i32.and (local.get $head) (local.get $cqmask)) (i32.const 6)))))
-          (i64.store ${cqe(Cqe64.WRID_LO)} (local.get $cb) (i64.load ${wqe(SendWqe.WRID_LO)} (local.get $b)))
+          (i64.store ${cqe(Cqe64.WRID_LO)} (local.get $cb) (local.get $wrid))
           (i32.store ${cqe(Cqe64.STATUS)} (local.get $cb) (i32.const 0))
           (i32.store ${cqe(Cqe64.OPCODE)} (local.get $cb) (i32.const ${IbvWcOpcode.IBV_WC_RDMA_WRITE}))
           (i32.store ${cqe(Cqe64.BYTE_LEN)} (local.get $cb) (i32.const 0))

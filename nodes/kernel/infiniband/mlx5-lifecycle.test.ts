@@ -7,15 +7,21 @@ import { CrashMode, DeviceOp } from '../../fabric/device-queue-layout.ts';
 import { Mlx5Ctl } from '../../fabric/mlx5-layout.ts';
 import { expectCode } from '../../../test/support/expect-errno.ts';
 import {
+  IbvQpAttrMask,
   IbvQpState,
+  IbvQpType,
   IbvSendFlags,
   IbvWcStatus as S,
   IbvWrOpcode,
+  ibvAllocPd,
   ibvCloseDevice,
   ibvCreateCq,
+  ibvCreateQp,
   ibvDestroyCq,
   ibvDestroyQp,
   ibvGetDeviceList,
+  ibvModifyQp,
+  ibvOpenDevice,
   ibvPollCq,
   ibvPostRecv,
   ibvPostSend,
@@ -104,6 +110,33 @@ describe('mlx5 lifecycle', () => {
     await expectCode(ibvCreateCq(h.ctxs[0], 4), 'ENODEV');
     // tearing the objects down after the crash does not wait on the dead device.
     await withDeadline(ibvCloseDevice(h.ctxs[0]), MS, 'close device');
+  });
+
+  it("mlx5 - closing a context whose QP used another context's CQ: a later software flush of that CQ leaves the freed rings (now another QP's) alone", async () => {
+    const h = await rdmaHost({ nic: { testHooks: true } });
+    const ctx1 = h.ctxs[0];
+    const ctx0 = ibvOpenDevice(h.proc, h.nics[0].name);
+    const cq = await ibvCreateCq(ctx1, 16);
+    const cap = { max_send_wr: 8, max_recv_wr: 8 };
+    const rc = IbvQpType.IBV_QPT_RC;
+    await ibvCreateQp(ibvAllocPd(ctx0), { send_cq: cq, recv_cq: cq, qp_type: rc, cap });
+    await ibvCloseDevice(ctx0); // its QP is destroyed, its rings go back to the arena
+    const qp = await ibvCreateQp(ibvAllocPd(ctx1), { send_cq: cq, recv_cq: cq, qp_type: rc, cap });
+    const M = IbvQpAttrMask;
+    await ibvModifyQp(
+      qp,
+      { qp_state: IbvQpState.IBV_QPS_INIT, pkey_index: 0, port_num: 1, qp_access_flags: 0 },
+      M.IBV_QP_STATE | M.IBV_QP_PKEY_INDEX | M.IBV_QP_PORT | M.IBV_QP_ACCESS_FLAGS,
+    );
+    ibvPostRecv(qp, [{ wr_id: 777 }, { wr_id: 778 }]);
+    crash(h, 0);
+    await withDeadline(h.nics[0].host.exited, START_MS, 'worker exit');
+    const wcs = await pollN(cq, 2);
+    expect(wcs.map((w) => [w.qp_num, w.wr_id, w.status])).toEqual([
+      [qp.qp_num, 777, S.IBV_WC_WR_FLUSH_ERR],
+      [qp.qp_num, 778, S.IBV_WC_WR_FLUSH_ERR],
+    ]);
+    expect(ibvPollCq(cq, 4, [])).toBe(0);
   });
 
   it('mlx5 - two HCAs: when the peer HCA crashes, the surviving requester exhausts retry_cnt (RETRY_EXC_ERR)', async () => {
