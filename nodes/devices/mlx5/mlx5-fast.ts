@@ -40,6 +40,8 @@ export class Mlx5Fast {
   private readonly icm: Int32Array;
   private readonly icmAt: number;
   private readonly run: (icm: number) => number;
+  /** The QP of the last loopback() call (its constant ICM words are in place). */
+  private last: QpHw | null = null;
 
   private constructor(arena: PhysArenaDescriptor, hca: Int32Array, icm: Int32Array, devCtx: Int32Array) {
     fastModule ??= new Wasm.Module(Buffer.from(MLX5_FAST_WASM_BASE64, 'base64'));
@@ -114,15 +116,19 @@ export class Mlx5Fast {
     const w = this.icm;
     const cq: CqHw = qp.sendCq;
     const ring = cq.ring;
-    w[Mlx5Icm.SQ] = qp.sq.byteOffset;
-    w[Mlx5Icm.SQ_MASK] = qp.sqMask;
+    if (qp !== this.last) {
+      // what does not change while a QP lives: written when the QP differs from the last call's
+      this.last = qp;
+      w[Mlx5Icm.SQ] = qp.sq.byteOffset;
+      w[Mlx5Icm.SQ_MASK] = qp.sqMask;
+      w[Mlx5Icm.CQ] = ring.words.byteOffset;
+      w[Mlx5Icm.CQ_MASK] = ring.slots - 1;
+      w[Mlx5Icm.QPN] = qp.qpn;
+      w[Mlx5Icm.PD] = qp.pd;
+    }
     w[Mlx5Icm.SQ_TAIL] = qp.sqTail;
-    w[Mlx5Icm.CQ] = ring.words.byteOffset;
-    w[Mlx5Icm.CQ_MASK] = ring.slots - 1;
     w[Mlx5Icm.CQ_HEAD] = ring.position;
     w[Mlx5Icm.CQ_TAILC] = ring.cachedTail;
-    w[Mlx5Icm.QPN] = qp.qpn;
-    w[Mlx5Icm.PD] = qp.pd;
     w[Mlx5Icm.R_PD] = peer.pd;
     w[Mlx5Icm.R_ACCESS] = peer.attrs.accessFlags;
     w[Mlx5Icm.SEQ] = seq;
